@@ -1,0 +1,215 @@
+//! `burn-set`: reproduces the SET paper's comparisons on top of the burn-set library.
+//! A thin shell: parse flags, load data, call the library, print the report.
+
+use burn_set::backend::BackendKind;
+use burn_set::bench;
+use burn_set::data::{ClassificationData, DatasetKind, Split, load_classification};
+use burn_set::experiment::{MlpRun, run_mlp};
+use burn_set::set_linear::Sparsity;
+use burn_set::srelu::ActivationKind;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Sparse Evolutionary Training (Mocanu et al. 2018) with Burn.
+#[derive(Parser)]
+#[command(name = "burn-set", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train an MLP (SET-MLP, MLPFixProb or dense MLP) with Burn's Learner.
+    Mlp(MlpArgs),
+    /// Benchmarks printed as ratios against a baseline measured in the same run.
+    Bench {
+        #[command(subcommand)]
+        which: BenchCmd,
+    },
+}
+
+#[derive(Args)]
+struct MlpArgs {
+    /// mnist | fashion-mnist | higgs
+    #[arg(long, default_value = "mnist")]
+    dataset: DatasetKind,
+    /// Folder with the full data set (default: $BURN_SET_DATA_DIR, else the embedded sample).
+    #[arg(long, env = "BURN_SET_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// set | fixprob | dense
+    #[arg(long, default_value = "set")]
+    model: Sparsity,
+    #[arg(long, default_value_t = 10)]
+    epochs: usize,
+    /// Hidden widths, comma separated.
+    #[arg(long, default_value = "1000,1000,1000", value_delimiter = ',')]
+    hidden: Vec<usize>,
+    #[arg(long, default_value_t = 20.0)]
+    epsilon: f64,
+    #[arg(long, default_value_t = 0.3)]
+    zeta: f64,
+    /// srelu | relu
+    #[arg(long, default_value = "srelu")]
+    activation: ActivationKind,
+    #[arg(long, default_value_t = 0.3)]
+    dropout: f64,
+    #[arg(long, default_value_t = 128)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 0.01)]
+    lr: f64,
+    #[arg(long, default_value_t = 0.9)]
+    momentum: f64,
+    #[arg(long, default_value_t = 0.0002)]
+    weight_decay: f64,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Keep only the first N training samples.
+    #[arg(long)]
+    train_limit: Option<usize>,
+    /// Keep only the first N test samples.
+    #[arg(long)]
+    test_limit: Option<usize>,
+    /// ndarray | flex | wgpu
+    #[arg(long, default_value = "ndarray")]
+    backend: BackendKind,
+    /// Where Burn writes logs and checkpoints.
+    #[arg(long, default_value = "artifacts/mlp")]
+    artifacts: PathBuf,
+    /// Print one JSON summary as the last stdout line.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Forward+backward of SetLinear vs burn's Linear, 1000×1000, batch 128.
+    MaskedLinear {
+        #[arg(long, default_value_t = 30)]
+        iterations: usize,
+        #[arg(long, default_value = "ndarray")]
+        backend: BackendKind,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One SET evolution of the MNIST SET-MLP vs one training epoch.
+    Evolve {
+        #[arg(long, default_value_t = 20)]
+        steps: usize,
+        #[arg(long, default_value_t = 3)]
+        evolutions: usize,
+        #[arg(long, default_value = "ndarray")]
+        backend: BackendKind,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn load(a: &MlpArgs) -> Result<(ClassificationData, ClassificationData), String> {
+    let dir = a.data_dir.as_deref();
+    let train = load_classification(a.dataset, dir, Split::Train, a.train_limit)
+        .map_err(|e| e.to_string())?;
+    let test = load_classification(a.dataset, dir, Split::Test, a.test_limit)
+        .map_err(|e| e.to_string())?;
+    Ok((train, test))
+}
+
+fn mlp(a: MlpArgs) -> Result<(), String> {
+    let (mut train, mut test) = load(&a)?;
+    if a.dataset == DatasetKind::Higgs {
+        ClassificationData::standardize(&mut train, &mut test).map_err(|e| e.to_string())?;
+    }
+    let source = match &a.data_dir {
+        Some(d) => d.display().to_string(),
+        None => "embedded sample".into(),
+    };
+    eprintln!(
+        "burn-set mlp: {} ({source}): {} train / {} test samples, model {}, hidden {:?}",
+        a.dataset,
+        train.len(),
+        test.len(),
+        a.model,
+        a.hidden
+    );
+    let run = MlpRun {
+        dataset: a.dataset.to_string(),
+        model: a.model,
+        epochs: a.epochs,
+        hidden: a.hidden,
+        epsilon: a.epsilon,
+        zeta: a.zeta,
+        activation: a.activation,
+        dropout: a.dropout,
+        batch_size: a.batch_size,
+        lr: a.lr,
+        momentum: a.momentum,
+        weight_decay: a.weight_decay,
+        seed: a.seed,
+        backend: a.backend,
+        artifacts: a.artifacts,
+        num_workers: 1,
+    };
+    let report = run_mlp(&run, train, test)?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string(&report).map_err(|e| e.to_string())?
+        );
+    } else {
+        println!(
+            "{} on {}: test accuracy {:.2}% (best {:.2}%), {} of {} hidden-layer weights ({:.2}%), {:.1} s/epoch, evolution {:.2} s in all",
+            report.model,
+            report.dataset,
+            report.test_accuracy,
+            report.best_test_accuracy,
+            report.connections,
+            report.dense_connections,
+            100.0 * report.connections as f64 / report.dense_connections as f64,
+            report.seconds_per_epoch,
+            report.evolution_seconds
+        );
+    }
+    Ok(())
+}
+
+fn print<T: serde::Serialize>(value: &T, json: bool) -> Result<(), String> {
+    let s = if json {
+        serde_json::to_string(value)
+    } else {
+        serde_json::to_string_pretty(value)
+    };
+    println!("{}", s.map_err(|e| e.to_string())?);
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Mlp(a) => mlp(a),
+        Command::Bench { which } => match which {
+            BenchCmd::MaskedLinear {
+                iterations,
+                backend,
+                json,
+            } => backend
+                .device()
+                .and_then(|d| print(&bench::masked_linear(&d, iterations.max(1)), json)),
+            BenchCmd::Evolve {
+                steps,
+                evolutions,
+                backend,
+                json,
+            } => backend
+                .device()
+                .and_then(|d| print(&bench::evolve(&d, steps.max(1), evolutions.max(1)), json)),
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! The paper's MLP comparison as a library call: data → model → Burn training with SET → report.
+//! The CLI is a thin shell over [`run_mlp`].
+
+use crate::backend::BackendKind;
+use crate::callback::{EvolutionRecord, SetCallback};
+use crate::data::{ClassificationBatcher, ClassificationData, ClassificationDataset};
+use crate::evolution::EvolutionConfig;
+use crate::layers::topology_summary;
+use crate::mlp::SetMlpConfig;
+use crate::set_linear::Sparsity;
+use crate::srelu::ActivationKind;
+use crate::strategy::SetTrainingExt;
+use burn::data::dataloader::DataLoaderBuilder;
+use burn::module::Module;
+use burn::optim::SgdConfig;
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::train::metric::{AccuracyMetric, LossMetric};
+use burn::train::{Learner, LearnerSummary, SupervisedTraining};
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Everything that defines one MLP training run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MlpRun {
+    /// Dataset name (reported only).
+    pub dataset: String,
+    /// Dense / FixProb / SET.
+    pub model: Sparsity,
+    /// Epochs.
+    pub epochs: usize,
+    /// Hidden widths.
+    pub hidden: Vec<usize>,
+    /// ε.
+    pub epsilon: f64,
+    /// ζ.
+    pub zeta: f64,
+    /// Hidden activation.
+    pub activation: ActivationKind,
+    /// Dropout rate.
+    pub dropout: f64,
+    /// Mini-batch size.
+    pub batch_size: usize,
+    /// SGD learning rate.
+    pub lr: f64,
+    /// SGD momentum.
+    pub momentum: f64,
+    /// L2 weight decay.
+    pub weight_decay: f64,
+    /// Seed of topology, initial weights, shuffling and evolution.
+    pub seed: u64,
+    /// Backend.
+    pub backend: BackendKind,
+    /// Where Burn writes logs and checkpoints.
+    pub artifacts: PathBuf,
+    /// Data loader worker threads.
+    pub num_workers: usize,
+}
+
+impl MlpRun {
+    /// The paper's MNIST defaults for `model`.
+    pub fn paper(model: Sparsity) -> Self {
+        Self {
+            dataset: "mnist".into(),
+            model,
+            epochs: 10,
+            hidden: vec![1000, 1000, 1000],
+            epsilon: 20.0,
+            zeta: 0.3,
+            activation: ActivationKind::SRelu,
+            dropout: 0.3,
+            batch_size: 128,
+            lr: 0.01,
+            momentum: 0.9,
+            weight_decay: 0.0002,
+            seed: 42,
+            backend: BackendKind::Ndarray,
+            artifacts: std::env::temp_dir().join("burn-set-artifacts"),
+            num_workers: 1,
+        }
+    }
+}
+
+/// What a run measured (the CLI prints it as JSON).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MlpReport {
+    /// dense / fixprob / set.
+    pub model: String,
+    /// Dataset name.
+    pub dataset: String,
+    /// Epochs trained.
+    pub epochs: usize,
+    /// Test accuracy (%) after the last epoch (after SET's final prune).
+    pub test_accuracy: f64,
+    /// Best test accuracy (%) over the epochs.
+    pub best_test_accuracy: f64,
+    /// Test accuracy (%) of every epoch.
+    pub test_accuracy_per_epoch: Vec<f64>,
+    /// Weights in the hidden (sparse) layers after training.
+    pub connections: u64,
+    /// Weights the same layers have when dense.
+    pub dense_connections: u64,
+    /// All trainable parameters of the model after training (masked-out weights excluded).
+    pub trainable_weights: u64,
+    /// Wall-clock seconds per epoch (training, validation and evolution).
+    pub seconds_per_epoch: f64,
+    /// Total seconds spent in SET evolution.
+    pub evolution_seconds: f64,
+    /// Training samples.
+    pub train_samples: usize,
+    /// Test samples.
+    pub test_samples: usize,
+    /// Backend used.
+    pub backend: BackendKind,
+    /// Every evolution step.
+    pub evolutions: Vec<EvolutionRecord>,
+}
+
+/// Trains the MLP `run` describes on `train`, validating on `test` after every epoch, through
+/// Burn's `SupervisedTraining` with [`SetTrainingExt::with_set`] (dashboard included).
+pub fn run_mlp(
+    run: &MlpRun,
+    train: ClassificationData,
+    test: ClassificationData,
+) -> Result<MlpReport, String> {
+    if run.epochs == 0 {
+        return Err("epochs must be at least 1".into());
+    }
+    if run.batch_size == 0 {
+        return Err("batch size must be at least 1".into());
+    }
+    if train.is_empty() || test.is_empty() {
+        return Err("training and test sets must not be empty".into());
+    }
+    if train.n_features != test.n_features {
+        return Err(format!(
+            "train has {} features but test has {}",
+            train.n_features, test.n_features
+        ));
+    }
+    let device = run.backend.device()?.autodiff();
+    device.seed(run.seed);
+    let model = SetMlpConfig::new(
+        train.n_features,
+        run.hidden.clone(),
+        train.n_classes.max(test.n_classes),
+    )
+    .with_sparsity(run.model)
+    .with_epsilon(run.epsilon)
+    .with_activation(run.activation)
+    .with_dropout(run.dropout)
+    .with_seed(run.seed)
+    .try_init(&device)
+    .map_err(|e| e.to_string())?;
+    let optim = SgdConfig::new()
+        .with_momentum((run.momentum > 0.0).then(|| {
+            MomentumConfig::new()
+                .with_momentum(run.momentum)
+                .with_dampening(0.0)
+        }))
+        .with_weight_decay(
+            (run.weight_decay > 0.0).then(|| WeightDecayConfig::new(run.weight_decay as f32)),
+        )
+        .init();
+    let callback = SetCallback::try_new(
+        EvolutionConfig::new()
+            .with_zeta(run.zeta)
+            .with_seed(run.seed),
+    )?;
+    let (n_train, n_test) = (train.len(), test.len());
+    let dl_train = DataLoaderBuilder::new(ClassificationBatcher::new())
+        .batch_size(run.batch_size)
+        .shuffle(run.seed)
+        .num_workers(run.num_workers)
+        .build(ClassificationDataset::new(train));
+    let dl_test = DataLoaderBuilder::new(ClassificationBatcher::new())
+        .batch_size(run.batch_size.max(256))
+        .num_workers(run.num_workers)
+        .build(ClassificationDataset::new(test));
+
+    // Logs of an earlier run in the same folder would mix with this one's.
+    for split in ["train", "valid"] {
+        let _ = std::fs::remove_dir_all(run.artifacts.join(split));
+    }
+    std::fs::create_dir_all(&run.artifacts).map_err(|e| {
+        format!(
+            "cannot create artifacts folder {}: {e}",
+            run.artifacts.display()
+        )
+    })?;
+
+    let t0 = Instant::now();
+    let result = SupervisedTraining::new(&run.artifacts, dl_train, dl_test)
+        .metrics((AccuracyMetric::new(), LossMetric::new()))
+        .with_set(&callback)
+        .num_epochs(run.epochs)
+        .summary()
+        .launch(Learner::new(model, optim, run.lr));
+    let seconds = t0.elapsed().as_secs_f64();
+    let model = result.model;
+
+    let acc = LearnerSummary::new(&run.artifacts, &["Accuracy"])
+        .ok()
+        .and_then(|s| s.metrics.valid.into_iter().find(|m| m.name == "Accuracy"))
+        .map(|m| m.entries.iter().map(|e| e.value).collect::<Vec<_>>())
+        .unwrap_or_default();
+    if acc.is_empty() {
+        return Err(format!(
+            "no validation accuracy was logged in {}",
+            run.artifacts.display()
+        ));
+    }
+    let epochs = acc.len();
+    let summary = topology_summary(&model);
+    let trainable = model.num_params() as u64 - (summary.dense_connections - summary.connections);
+    Ok(MlpReport {
+        model: run.model.name().to_string(),
+        dataset: run.dataset.clone(),
+        epochs,
+        test_accuracy: *acc.last().unwrap(),
+        best_test_accuracy: acc.iter().cloned().fold(f64::MIN, f64::max),
+        test_accuracy_per_epoch: acc,
+        connections: summary.connections,
+        dense_connections: summary.dense_connections,
+        trainable_weights: trainable,
+        seconds_per_epoch: seconds / epochs as f64,
+        evolution_seconds: callback.evolution_seconds(),
+        train_samples: n_train,
+        test_samples: n_test,
+        backend: run.backend,
+        evolutions: callback.history(),
+    })
+}

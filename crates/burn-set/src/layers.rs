@@ -1,0 +1,297 @@
+//! Finds the [`SetLinear`](crate::set_linear::SetLinear) layers inside *any* Burn module and
+//! rewrites them: what lets SET evolve a user's model with no per-layer plumbing.
+//!
+//! Burn's derived `Module::visit`/`Module::map` walk every parameter with the field path and the
+//! container type; a `SetLinear` shows up as a `weight` float param and a `mask` bool param
+//! under a `Struct:SetLinear` container. Layers are keyed by their path (e.g. `hidden.1`) and
+//! numbered in visiting order, which is stable for a given model type.
+
+use crate::evolution::{EvolutionOutcome, PruneRule, RegrowInit, evolve_layer};
+use crate::set_linear::{Sparsity, bool_data, float_data};
+use crate::topology::{SparseTopology, TopologyError, derived_rng};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::tensor::{Bool, Tensor, TensorData};
+use std::collections::BTreeMap;
+
+const SET_LINEAR: &str = "Struct:SetLinear";
+const SET_MASK: &str = "Enum:SetMask";
+
+#[derive(Default)]
+struct PathStack(Vec<(String, String)>);
+
+impl PathStack {
+    /// The layer key and the field name inside the layer, if the walk is inside a SetLinear.
+    fn layer_field(&self) -> Option<(String, &str)> {
+        let i = self.0.iter().rposition(|(_, c)| c == SET_LINEAR)?;
+        let key = self.0[..i]
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect::<Vec<_>>()
+            .join(".");
+        Some((key, self.0[i].0.as_str()))
+    }
+    fn mask_variant(&self) -> Option<&str> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(_, c)| c == SET_MASK)
+            .map(|(n, _)| n.as_str())
+    }
+}
+
+/// A snapshot of one SET layer on the host.
+#[derive(Debug, Clone)]
+pub struct LayerSnapshot {
+    /// Path of the layer in the module tree (e.g. `hidden.0`).
+    pub path: String,
+    /// Dense, FixProb or SET.
+    pub sparsity: Sparsity,
+    /// Connectivity.
+    pub topology: SparseTopology,
+    /// Weight values aligned with `topology.positions` (only when asked for).
+    pub values: Vec<f32>,
+}
+
+#[derive(Default)]
+struct Collector {
+    stack: PathStack,
+    with_values: bool,
+    weights: BTreeMap<String, (usize, usize, Vec<f32>)>,
+    masks: BTreeMap<String, (bool, Vec<bool>)>,
+    order: Vec<String>,
+}
+
+impl ModuleVisitor for Collector {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.stack
+            .0
+            .push((name.to_string(), container_type.to_string()));
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.stack.0.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if let Some((key, "weight")) = self.stack.layer_field()
+            && D == 2
+        {
+            let dims = param.shape().dims::<D>();
+            let vals = if self.with_values {
+                float_data(param.val())
+            } else {
+                Vec::new()
+            };
+            if !self.order.contains(&key) {
+                self.order.push(key.clone());
+            }
+            self.weights.insert(key, (dims[0], dims[1], vals));
+        }
+    }
+    fn visit_bool<const D: usize>(&mut self, param: &Param<Tensor<D, Bool>>) {
+        if let Some((key, "mask")) = self.stack.layer_field()
+            && D == 2
+        {
+            let evolving = self.stack.mask_variant() == Some("Evolving");
+            self.masks.insert(key, (evolving, bool_data(param.val())));
+        }
+    }
+}
+
+/// Reads every `SetLinear` of `model` (in a stable order); `with_values` also reads the weights
+/// of the connections.
+pub fn snapshot_layers<M: Module>(model: &M, with_values: bool) -> Vec<LayerSnapshot> {
+    let mut c = Collector {
+        with_values,
+        ..Default::default()
+    };
+    model.visit(&mut c);
+    c.order
+        .iter()
+        .map(|key| {
+            let (n_in, n_out, w) = c.weights.remove(key).expect("weight seen");
+            let (sparsity, topology) = match c.masks.remove(key) {
+                Some((evolving, mask)) => (
+                    if evolving {
+                        Sparsity::Set
+                    } else {
+                        Sparsity::FixProb
+                    },
+                    SparseTopology::from_mask(n_in, n_out, &mask),
+                ),
+                None => (Sparsity::Dense, SparseTopology::dense(n_in, n_out)),
+            };
+            let values = if with_values {
+                topology.positions.iter().map(|&p| w[p as usize]).collect()
+            } else {
+                Vec::new()
+            };
+            LayerSnapshot {
+                path: key.clone(),
+                sparsity,
+                topology,
+                values,
+            }
+        })
+        .collect()
+}
+
+/// Connection counts of a model's SET layers.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct TopologySummary {
+    /// Number of `SetLinear` layers (of any variant).
+    pub layers: usize,
+    /// Connections in those layers (weights that may be non-zero; biases excluded).
+    pub connections: u64,
+    /// What the same layers hold when dense.
+    pub dense_connections: u64,
+}
+
+impl TopologySummary {
+    /// `connections / dense_connections`.
+    pub fn density(&self) -> f64 {
+        if self.dense_connections == 0 {
+            0.0
+        } else {
+            self.connections as f64 / self.dense_connections as f64
+        }
+    }
+}
+
+/// Counts the connections of every `SetLinear` in `model`.
+pub fn topology_summary<M: Module>(model: &M) -> TopologySummary {
+    snapshot_layers(model, false)
+        .iter()
+        .fold(TopologySummary::default(), |mut s, l| {
+            s.layers += 1;
+            s.connections += l.topology.nnz() as u64;
+            s.dense_connections += l.topology.capacity();
+            s
+        })
+}
+
+/// One evolution step for a whole model.
+#[derive(Debug, Clone, Copy)]
+pub struct EvolutionStep {
+    /// ζ for this step.
+    pub zeta: f64,
+    /// Prune rule.
+    pub rule: PruneRule,
+    /// `Some(init)`: regrow with this init; `None`: prune only (the final step).
+    pub regrow: Option<RegrowInit>,
+    /// Seed; with `counter` and the layer index it fixes every draw.
+    pub seed: u64,
+    /// Which evolution this is (epoch or step number).
+    pub counter: u64,
+}
+
+/// What one evolution step did to one layer.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct LayerEvolution {
+    /// Layer path.
+    pub path: String,
+    /// Connections before.
+    pub before: usize,
+    /// Connections removed.
+    pub pruned: usize,
+    /// Connections added.
+    pub regrown: usize,
+    /// Positions that changed (removed and not re-added, plus added and new).
+    pub changed: usize,
+    /// Connections after.
+    pub after: usize,
+}
+
+/// Evolves every *evolving* (`Sparsity::Set`) `SetLinear` of `model`; FixProb and dense layers
+/// are left alone. ParamIds are kept.
+pub fn evolve_model<M: Module>(
+    model: M,
+    step: &EvolutionStep,
+) -> Result<(M, Vec<LayerEvolution>), TopologyError> {
+    let layers = snapshot_layers(&model, true);
+    let mut updates = BTreeMap::new();
+    let mut report = Vec::new();
+    for (index, layer) in layers.into_iter().enumerate() {
+        if layer.sparsity != Sparsity::Set {
+            continue;
+        }
+        let t = &layer.topology;
+        let mut rng = derived_rng(step.seed, &[step.counter, index as u64]);
+        let out = evolve_layer(
+            &t.positions,
+            &layer.values,
+            t.capacity(),
+            step.zeta,
+            step.rule,
+            step.regrow,
+            &mut rng,
+        )?;
+        report.push(LayerEvolution {
+            path: layer.path.clone(),
+            before: t.nnz(),
+            pruned: out.pruned,
+            regrown: out.regrown.len(),
+            changed: out.changed(&t.positions),
+            after: out.positions.len(),
+        });
+        updates.insert(layer.path, (t.n_in, t.n_out, out));
+    }
+    let mut writer = Writer {
+        stack: PathStack::default(),
+        updates,
+    };
+    let model = model.map(&mut writer);
+    Ok((model, report))
+}
+
+struct Writer {
+    stack: PathStack,
+    updates: BTreeMap<String, (usize, usize, EvolutionOutcome)>,
+}
+
+impl ModuleMapper for Writer {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.stack
+            .0
+            .push((name.to_string(), container_type.to_string()));
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.stack.0.pop();
+    }
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let Some((key, "weight")) = self.stack.layer_field() else {
+            return param;
+        };
+        let Some((n_in, n_out, out)) = self.updates.get(&key) else {
+            return param;
+        };
+        let mut dense = vec![0f32; n_in * n_out];
+        for (&p, &v) in out.positions.iter().zip(&out.values) {
+            dense[p as usize] = v;
+        }
+        let shape = param.shape();
+        param.map(|old| {
+            let rg = old.is_require_grad();
+            let device = old.device();
+            Tensor::<D>::from_data(TensorData::new(dense, shape), &device).set_require_grad(rg)
+        })
+    }
+    fn map_bool<const D: usize>(
+        &mut self,
+        param: Param<Tensor<D, Bool>>,
+    ) -> Param<Tensor<D, Bool>> {
+        let Some((key, "mask")) = self.stack.layer_field() else {
+            return param;
+        };
+        let Some((n_in, n_out, out)) = self.updates.get(&key) else {
+            return param;
+        };
+        let mut mask = vec![false; n_in * n_out];
+        for &p in &out.positions {
+            mask[p as usize] = true;
+        }
+        let shape = param.shape();
+        param.map(|old| {
+            let device = old.device();
+            Tensor::<D, Bool>::from_data(TensorData::new(mask, shape), &device)
+        })
+    }
+}

@@ -1,0 +1,18 @@
+//! # burn-set
+//!
+//! Sparse Evolutionary Training (SET; Mocanu et al., Nature Communications 2018) for Burn.
+#![warn(missing_docs)]
+
+pub mod backend;
+pub mod bench;
+pub mod callback;
+pub mod data;
+pub mod evolution;
+pub mod experiment;
+pub mod layers;
+pub mod metrics;
+pub mod mlp;
+pub mod set_linear;
+pub mod srelu;
+pub mod strategy;
+pub mod topology;

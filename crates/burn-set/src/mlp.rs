@@ -1,0 +1,137 @@
+//! The paper's MLPs: dense / FixProb / SET hidden layers, activation, dropout, dense output.
+
+use crate::data::ClassificationBatch;
+use crate::set_linear::{SetLinear, SetLinearConfig, Sparsity};
+use crate::srelu::{Activation, ActivationKind};
+use crate::topology::TopologyError;
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig};
+use burn::tensor::{Device, Tensor};
+use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
+
+/// Configuration of a [`SetMlp`]: `d_input → hidden… → d_output`.
+#[derive(Config, Debug)]
+pub struct SetMlpConfig {
+    /// Input features.
+    pub d_input: usize,
+    /// Hidden layer widths (the paper's MNIST net: 1000, 1000, 1000).
+    pub hidden: Vec<usize>,
+    /// Classes.
+    pub d_output: usize,
+    /// Variant of the hidden layers: dense, FixProb or SET.
+    #[config(default = "Sparsity::Set")]
+    pub sparsity: Sparsity,
+    /// SET's ε for the sparse hidden layers.
+    #[config(default = 20.0)]
+    pub epsilon: f64,
+    /// Activation after each hidden layer.
+    #[config(default = "ActivationKind::SRelu")]
+    pub activation: ActivationKind,
+    /// Dropout after each hidden activation.
+    #[config(default = 0.3)]
+    pub dropout: f64,
+    /// Seed of the sparse topologies (layer i uses seed + i).
+    #[config(default = 42)]
+    pub seed: u64,
+}
+
+/// One hidden block: sparse (or dense) linear → activation → dropout.
+#[derive(Module, Debug)]
+pub struct HiddenBlock {
+    /// The linear map.
+    pub linear: SetLinear,
+    /// The activation.
+    pub activation: Activation,
+    /// Dropout.
+    pub dropout: Dropout,
+}
+
+/// A multilayer perceptron with SET hidden layers and a dense output layer (as in the
+/// reference code: the output layer is too small to sparsify at ε = 20).
+#[derive(Module, Debug)]
+pub struct SetMlp {
+    /// Hidden blocks.
+    pub hidden: Vec<HiddenBlock>,
+    /// Dense output layer (logits).
+    pub output: Linear,
+}
+
+impl SetMlpConfig {
+    /// Initialize a new [`SetMlp`].
+    ///
+    /// # Panics
+    /// If a sparse layer's ε gives a probability above 1 (see [`try_init`](Self::try_init)).
+    pub fn init(&self, device: &Device) -> SetMlp {
+        self.try_init(device)
+            .unwrap_or_else(|e| panic!("invalid SetMlpConfig: {e}"))
+    }
+
+    /// Initialize a new [`SetMlp`], or say which layer is misconfigured.
+    pub fn try_init(&self, device: &Device) -> Result<SetMlp, TopologyError> {
+        let init = Initializer::XavierUniform { gain: 1.0 };
+        let mut d_in = self.d_input;
+        let mut hidden = Vec::new();
+        for (i, &width) in self.hidden.iter().enumerate() {
+            let linear = SetLinearConfig::new(d_in, width)
+                .with_epsilon(self.epsilon)
+                .with_sparsity(self.sparsity)
+                .with_initializer(init.clone())
+                .with_seed(Some(self.seed.wrapping_add(i as u64)))
+                .try_init(device)?;
+            hidden.push(HiddenBlock {
+                linear,
+                activation: self.activation.init(width, device),
+                dropout: DropoutConfig::new(self.dropout).init(),
+            });
+            d_in = width;
+        }
+        let output = LinearConfig::new(d_in, self.d_output)
+            .with_initializer(init)
+            .init(device);
+        Ok(SetMlp { hidden, output })
+    }
+}
+
+impl SetMlp {
+    /// Logits.
+    ///
+    /// # Shapes
+    /// - input: `[batch, d_input]`
+    /// - output: `[batch, d_output]`
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let x = self.hidden.iter().fold(x, |x, b| {
+            b.dropout.forward(b.activation.forward(b.linear.forward(x)))
+        });
+        self.output.forward(x)
+    }
+
+    /// Logits, cross-entropy loss and targets of a batch.
+    pub fn forward_classification(&self, batch: ClassificationBatch) -> ClassificationOutput {
+        let logits = self.forward(batch.inputs);
+        let loss = CrossEntropyLossConfig::new()
+            .init(&logits.device())
+            .forward(logits.clone(), batch.targets.clone());
+        ClassificationOutput::new(loss, logits, batch.targets)
+    }
+}
+
+impl TrainStep for SetMlp {
+    type Input = ClassificationBatch;
+    type Output = ClassificationOutput;
+
+    fn step(&self, batch: ClassificationBatch) -> TrainOutput<ClassificationOutput> {
+        let out = self.forward_classification(batch);
+        TrainOutput::new(self, out.loss.backward(), out)
+    }
+}
+
+impl InferenceStep for SetMlp {
+    type Input = ClassificationBatch;
+    type Output = ClassificationOutput;
+
+    fn step(&self, batch: ClassificationBatch) -> ClassificationOutput {
+        self.forward_classification(batch)
+    }
+}

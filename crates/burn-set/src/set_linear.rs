@@ -1,0 +1,253 @@
+//! `SetLinear`: a masked linear layer that swaps in for [`burn::nn::Linear`].
+
+use crate::topology::{SparseTopology, TopologyError};
+use burn::config::Config;
+use burn::module::{Module, Param, ParamId};
+use burn::nn::Initializer;
+use burn::tensor::module::linear;
+use burn::tensor::{Bool, Device, Tensor, TensorData, assert_shape};
+
+/// Which of the paper's three variants a layer is.
+#[derive(Config, Debug, PartialEq, Eq, Copy, Hash)]
+pub enum Sparsity {
+    /// Fully connected (the paper's "MLP"/"CNN" baseline); no mask at all.
+    Dense,
+    /// Erdős–Rényi sparse topology that is never evolved ("MLPFixProb").
+    FixProb,
+    /// Erdős–Rényi sparse topology evolved by SET.
+    Set,
+}
+
+impl std::str::FromStr for Sparsity {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "dense" => Ok(Self::Dense),
+            "fixprob" | "fix-prob" | "fixed" => Ok(Self::FixProb),
+            "set" => Ok(Self::Set),
+            other => Err(format!(
+                "unknown model variant '{other}' (expected set, fixprob or dense)"
+            )),
+        }
+    }
+}
+
+impl Sparsity {
+    /// `"dense"`, `"fixprob"` or `"set"` (the CLI's names).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Dense => "dense",
+            Self::FixProb => "fixprob",
+            Self::Set => "set",
+        }
+    }
+}
+
+/// Configuration to create a [`SetLinear`] layer using the [init function](SetLinearConfig::init).
+#[derive(Config, Debug)]
+pub struct SetLinearConfig {
+    /// The size of the input features.
+    pub d_input: usize,
+    /// The size of the output features.
+    pub d_output: usize,
+    /// SET's ε: the layer starts with `round(ε (d_input + d_output))` connections.
+    #[config(default = 20.0)]
+    pub epsilon: f64,
+    /// Dense, fixed sparse (FixProb) or evolving sparse (SET).
+    #[config(default = "Sparsity::Set")]
+    pub sparsity: Sparsity,
+    /// If a bias should be applied during the linear transformation.
+    #[config(default = true)]
+    pub bias: bool,
+    /// Initializer of the weights (masked afterwards) and bias; the same default as `Linear`.
+    #[config(default = "Initializer::KaimingUniform{gain:1.0/3.0f64.sqrt(), fan_out_only:false}")]
+    pub initializer: Initializer,
+    /// Seed of the Erdős–Rényi topology (None: a random one).
+    #[config(default = "None")]
+    pub seed: Option<u64>,
+}
+
+/// The connectivity mask of a sparse layer: `true` where a connection exists.
+///
+/// A `Param` so that it is saved in records and moves with the device; it is a boolean tensor,
+/// so no optimizer ever touches it. The variant tells SET whether to evolve it.
+#[derive(Module, Debug)]
+pub enum SetMask {
+    /// Evolved by SET at every evolution step.
+    Evolving(Param<Tensor<2, Bool>>),
+    /// Fixed Erdős–Rényi topology (FixProb).
+    Fixed(Param<Tensor<2, Bool>>),
+}
+
+impl SetMask {
+    /// The mask tensor `[d_input, d_output]`.
+    pub fn val(&self) -> Tensor<2, Bool> {
+        match self {
+            Self::Evolving(p) | Self::Fixed(p) => p.val(),
+        }
+    }
+
+    /// Whether SET evolves this mask.
+    pub fn is_evolving(&self) -> bool {
+        matches!(self, Self::Evolving(_))
+    }
+}
+
+/// Applies a sparse linear transformation `O = I (W ⊙ M) + b` to the input tensor.
+///
+/// Should be created with [`SetLinearConfig`]. Weights outside the mask are exactly zero, never
+/// influence the output and never receive gradient.
+#[derive(Module, Debug)]
+pub struct SetLinear {
+    /// Matrix of shape `[d_input, d_output]`, zero outside the mask.
+    pub weight: Param<Tensor<2>>,
+    /// Vector of size `d_output`.
+    pub bias: Option<Param<Tensor<1>>>,
+    /// Connectivity; `None` for a dense layer.
+    pub mask: Option<SetMask>,
+}
+
+impl SetLinearConfig {
+    /// Initialize a new [`SetLinear`] module.
+    ///
+    /// # Panics
+    /// If ε gives a connection probability above 1 (use [`try_init`](Self::try_init) to get the
+    /// error instead).
+    pub fn init(&self, device: &Device) -> SetLinear {
+        self.try_init(device)
+            .unwrap_or_else(|e| panic!("invalid SetLinearConfig: {e}"))
+    }
+
+    /// Initialize a new [`SetLinear`] module, or say why the configuration is invalid.
+    pub fn try_init(&self, device: &Device) -> Result<SetLinear, TopologyError> {
+        let (d_in, d_out) = (self.d_input, self.d_output);
+        let mut weight = self
+            .initializer
+            .init_with([d_in, d_out], Some(d_in), Some(d_out), device);
+        let bias = self.bias.then(|| {
+            self.initializer
+                .init_with([d_out], Some(d_in), Some(d_out), device)
+        });
+        let mask = match self.sparsity {
+            Sparsity::Dense => {
+                if d_in == 0 || d_out == 0 {
+                    return Err(TopologyError::EmptyLayer {
+                        n_in: d_in,
+                        n_out: d_out,
+                    });
+                }
+                None
+            }
+            Sparsity::FixProb | Sparsity::Set => {
+                let seed = self.seed.unwrap_or_else(rand::random);
+                let topo = SparseTopology::erdos_renyi(d_in, d_out, self.epsilon, seed)?;
+                let mask = mask_tensor(&topo, device);
+                // Zero the weights outside the mask; the result must be a fresh leaf so that it
+                // is tracked as a parameter.
+                let masked = weight
+                    .val()
+                    .mask_fill(mask.clone().bool_not(), 0.0)
+                    .detach();
+                weight = Param::from_tensor(masked);
+                let p = Param::initialized(ParamId::new(), mask);
+                Some(if self.sparsity == Sparsity::Set {
+                    SetMask::Evolving(p)
+                } else {
+                    SetMask::Fixed(p)
+                })
+            }
+        };
+        Ok(SetLinear { weight, bias, mask })
+    }
+}
+
+/// A `[n_in, n_out]` boolean tensor from a topology.
+pub fn mask_tensor(topo: &SparseTopology, device: &Device) -> Tensor<2, Bool> {
+    Tensor::from_data(
+        TensorData::new(topo.to_mask(), [topo.n_in, topo.n_out]),
+        device,
+    )
+}
+
+impl SetLinear {
+    /// Applies the forward pass on the input tensor.
+    ///
+    /// # Shapes
+    /// - input: `[..., d_input]`
+    /// - output: `[..., d_output]`
+    ///
+    /// # Panics
+    /// Panics if the last axis of `input` is not `d_input`.
+    pub fn forward<const D: usize>(&self, input: Tensor<D>) -> Tensor<D> {
+        let weight = self.masked_weight();
+        let [d_input, _] = weight.dims();
+        assert_shape!(input, [.., d_input]);
+        linear(input, weight, self.bias.as_ref().map(|b| b.val()))
+    }
+
+    /// The weight with masked positions filled with zero; its backward gives masked positions
+    /// exactly zero gradient.
+    pub fn masked_weight(&self) -> Tensor<2> {
+        let w = self.weight.val();
+        match &self.mask {
+            Some(m) => w.mask_fill(m.val().bool_not(), 0.0),
+            None => w,
+        }
+    }
+
+    /// `[d_input, d_output]`.
+    pub fn dims(&self) -> [usize; 2] {
+        self.weight.shape().dims()
+    }
+
+    /// The variant of this layer.
+    pub fn sparsity(&self) -> Sparsity {
+        match &self.mask {
+            None => Sparsity::Dense,
+            Some(SetMask::Fixed(_)) => Sparsity::FixProb,
+            Some(SetMask::Evolving(_)) => Sparsity::Set,
+        }
+    }
+
+    /// Number of connections (weights that may be non-zero), bias excluded.
+    pub fn nnz(&self) -> usize {
+        match &self.mask {
+            Some(m) => m.val().int().sum().into_scalar::<i64>() as usize,
+            None => {
+                let [a, b] = self.dims();
+                a * b
+            }
+        }
+    }
+
+    /// Fraction of the `d_input · d_output` positions that are connected.
+    pub fn density(&self) -> f64 {
+        let [a, b] = self.dims();
+        self.nnz() as f64 / (a as f64 * b as f64)
+    }
+
+    /// The layer's current connectivity, read back to the host.
+    pub fn topology(&self) -> SparseTopology {
+        let [a, b] = self.dims();
+        match &self.mask {
+            Some(m) => SparseTopology::from_mask(a, b, &bool_data(m.val())),
+            None => SparseTopology::dense(a, b),
+        }
+    }
+}
+
+/// Reads a boolean tensor back to the host.
+pub(crate) fn bool_data<const D: usize>(t: Tensor<D, Bool>) -> Vec<bool> {
+    t.into_data()
+        .convert::<bool>()
+        .try_to_vec::<bool>()
+        .expect("boolean tensor data")
+}
+
+/// Reads a float tensor back to the host as `f32`.
+pub(crate) fn float_data<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .expect("float tensor data")
+}

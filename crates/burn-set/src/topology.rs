@@ -1,0 +1,348 @@
+//! Erdős–Rényi initialisation of a sparse layer's connectivity (pure Rust, no tensors).
+//!
+//! A layer between `n_in` inputs and `n_out` outputs is described by the sorted list of its
+//! connections' *flat positions* `row * n_out + col` (row = input neuron, col = output neuron),
+//! the same row-major layout as Burn's `[d_input, d_output]` linear weight. Nothing of size
+//! `n_in × n_out` is ever allocated here, so layers with 10¹² possible connections are fine.
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use std::fmt;
+
+/// Why a sparse topology cannot be built.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TopologyError {
+    /// ε must be finite and positive.
+    InvalidEpsilon(f64),
+    /// A layer needs at least one input and one output.
+    EmptyLayer {
+        /// Inputs.
+        n_in: usize,
+        /// Outputs.
+        n_out: usize,
+    },
+    /// p = ε(n_in + n_out)/(n_in·n_out) exceeds 1: the layer would have to be denser than dense.
+    ProbabilityAboveOne {
+        /// ε asked for.
+        epsilon: f64,
+        /// Inputs.
+        n_in: usize,
+        /// Outputs.
+        n_out: usize,
+        /// The resulting probability.
+        probability: f64,
+    },
+    /// More connections asked for than the layer has positions.
+    TooManyConnections {
+        /// Connections asked for.
+        requested: u64,
+        /// Positions available.
+        positions: u64,
+    },
+}
+
+impl fmt::Display for TopologyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InvalidEpsilon(e) => write!(f, "epsilon must be finite and > 0, got {e}"),
+            Self::EmptyLayer { n_in, n_out } => {
+                write!(
+                    f,
+                    "a sparse layer needs n_in > 0 and n_out > 0, got {n_in}×{n_out}"
+                )
+            }
+            Self::ProbabilityAboveOne {
+                epsilon,
+                n_in,
+                n_out,
+                probability,
+            } => write!(
+                f,
+                "epsilon = {epsilon} gives connection probability ε(n_in+n_out)/(n_in·n_out) = \
+                 {probability:.3} > 1 for a {n_in}×{n_out} layer; use epsilon ≤ {:.3} or a dense layer",
+                (*n_in as f64 * *n_out as f64) / (*n_in as f64 + *n_out as f64)
+            ),
+            Self::TooManyConnections {
+                requested,
+                positions,
+            } => write!(
+                f,
+                "{requested} connections requested but the layer has only {positions} positions"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for TopologyError {}
+
+/// Connection probability of SET's Erdős–Rényi graph: `p = ε (n_in + n_out) / (n_in · n_out)`.
+pub fn er_probability(epsilon: f64, n_in: usize, n_out: usize) -> Result<f64, TopologyError> {
+    if !(epsilon.is_finite() && epsilon > 0.0) {
+        return Err(TopologyError::InvalidEpsilon(epsilon));
+    }
+    if n_in == 0 || n_out == 0 {
+        return Err(TopologyError::EmptyLayer { n_in, n_out });
+    }
+    let p = epsilon * (n_in as f64 + n_out as f64) / (n_in as f64 * n_out as f64);
+    if p > 1.0 {
+        return Err(TopologyError::ProbabilityAboveOne {
+            epsilon,
+            n_in,
+            n_out,
+            probability: p,
+        });
+    }
+    Ok(p)
+}
+
+/// The exact number of connections SET's init gives a layer: `round(p · n_in · n_out)`, i.e.
+/// `round(ε (n_in + n_out))`, at least 1.
+pub fn er_connection_count(epsilon: f64, n_in: usize, n_out: usize) -> Result<u64, TopologyError> {
+    let p = er_probability(epsilon, n_in, n_out)?;
+    let total = n_in as u64 * n_out as u64;
+    Ok(((p * total as f64).round() as u64).clamp(1, total))
+}
+
+/// Mixes a seed with a stream of identifiers into an independent RNG (SplitMix64 finaliser):
+/// `(seed, epoch, layer)` always gives the same stream, on every machine and replica.
+pub fn derived_rng(seed: u64, ids: &[u64]) -> StdRng {
+    let mut h = seed ^ 0x9E37_79B9_7F4A_7C15;
+    for &id in ids {
+        h = splitmix(h ^ splitmix(id.wrapping_add(0x632B_E59B_D9B4_E019)));
+    }
+    StdRng::seed_from_u64(h)
+}
+
+fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// `count` distinct positions drawn uniformly from `0..total`, sorted ascending.
+/// Memory is O(count), never O(total).
+pub fn sample_distinct(
+    rng: &mut StdRng,
+    total: u64,
+    count: u64,
+) -> Result<Vec<u64>, TopologyError> {
+    sample_excluding(rng, total, count, &[])
+}
+
+/// `count` distinct positions drawn uniformly from `0..total` minus the sorted slice `taken`,
+/// sorted ascending. Rejection sampling for sparse layers; enumeration of the free positions
+/// when the layer is more than half full (only then is memory O(total)).
+pub fn sample_excluding(
+    rng: &mut StdRng,
+    total: u64,
+    count: u64,
+    taken: &[u64],
+) -> Result<Vec<u64>, TopologyError> {
+    use rand::Rng;
+    let free = total - taken.len() as u64;
+    if count > free {
+        return Err(TopologyError::TooManyConnections {
+            requested: count + taken.len() as u64,
+            positions: total,
+        });
+    }
+    if count == 0 {
+        return Ok(Vec::new());
+    }
+    let occupied = taken.len() as u64 + count;
+    let mut out: Vec<u64>;
+    if occupied * 2 > total {
+        // Dense regime: list the free positions and pick `count` of them.
+        let mut free_pos = Vec::with_capacity(free as usize);
+        let mut t = taken.iter().peekable();
+        for p in 0..total {
+            if t.peek() == Some(&&p) {
+                t.next();
+            } else {
+                free_pos.push(p);
+            }
+        }
+        let picked = rand::seq::index::sample(rng, free_pos.len(), count as usize);
+        out = picked.into_iter().map(|i| free_pos[i]).collect();
+    } else {
+        let mut seen: std::collections::HashSet<u64> =
+            std::collections::HashSet::with_capacity(count as usize * 2);
+        out = Vec::with_capacity(count as usize);
+        while (out.len() as u64) < count {
+            let p = rng.random_range(0..total);
+            if taken.binary_search(&p).is_err() && seen.insert(p) {
+                out.push(p);
+            }
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// The connectivity of one sparse layer: sorted flat positions `row * n_out + col`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SparseTopology {
+    /// Number of input neurons (rows of the `[d_input, d_output]` weight).
+    pub n_in: usize,
+    /// Number of output neurons (columns).
+    pub n_out: usize,
+    /// Sorted, distinct flat positions of the connections.
+    pub positions: Vec<u64>,
+}
+
+impl SparseTopology {
+    /// SET's Erdős–Rényi init: exactly [`er_connection_count`] distinct connections drawn
+    /// uniformly, reproducible from `seed`.
+    pub fn erdos_renyi(
+        n_in: usize,
+        n_out: usize,
+        epsilon: f64,
+        seed: u64,
+    ) -> Result<Self, TopologyError> {
+        let count = er_connection_count(epsilon, n_in, n_out)?;
+        let mut rng = derived_rng(seed, &[0x7090]);
+        let positions = sample_distinct(&mut rng, n_in as u64 * n_out as u64, count)?;
+        Ok(Self {
+            n_in,
+            n_out,
+            positions,
+        })
+    }
+
+    /// Every position connected (a dense layer expressed as a topology).
+    pub fn dense(n_in: usize, n_out: usize) -> Self {
+        Self {
+            n_in,
+            n_out,
+            positions: (0..n_in as u64 * n_out as u64).collect(),
+        }
+    }
+
+    /// Builds a topology from a row-major boolean mask of `n_in × n_out` entries.
+    pub fn from_mask(n_in: usize, n_out: usize, mask: &[bool]) -> Self {
+        assert_eq!(mask.len(), n_in * n_out, "mask length must be n_in * n_out");
+        let positions = mask
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &m)| m.then_some(i as u64))
+            .collect();
+        Self {
+            n_in,
+            n_out,
+            positions,
+        }
+    }
+
+    /// Number of connections.
+    pub fn nnz(&self) -> usize {
+        self.positions.len()
+    }
+
+    /// Number of possible connections, `n_in · n_out`.
+    pub fn capacity(&self) -> u64 {
+        self.n_in as u64 * self.n_out as u64
+    }
+
+    /// Fraction of possible connections present.
+    pub fn density(&self) -> f64 {
+        self.nnz() as f64 / self.capacity() as f64
+    }
+
+    /// The row-major boolean mask (allocates `n_in · n_out`: for masked layers only).
+    pub fn to_mask(&self) -> Vec<bool> {
+        let mut m = vec![false; self.capacity() as usize];
+        for &p in &self.positions {
+            m[p as usize] = true;
+        }
+        m
+    }
+
+    /// Degree of every input neuron (connections leaving it).
+    pub fn in_degrees(&self) -> Vec<u32> {
+        let mut d = vec![0u32; self.n_in];
+        for &p in &self.positions {
+            d[(p / self.n_out as u64) as usize] += 1;
+        }
+        d
+    }
+
+    /// Degree of every output neuron (connections reaching it).
+    pub fn out_degrees(&self) -> Vec<u32> {
+        let mut d = vec![0u32; self.n_out];
+        for &p in &self.positions {
+            d[(p % self.n_out as u64) as usize] += 1;
+        }
+        d
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn probability_matches_paper_formula_and_rejects_above_one() {
+        let p = er_probability(20.0, 784, 1000).unwrap();
+        assert!((p - 20.0 * 1784.0 / 784_000.0).abs() < 1e-12);
+        assert_eq!(er_connection_count(20.0, 784, 1000).unwrap(), 35_680);
+        let err = er_probability(20.0, 10, 10).unwrap_err();
+        assert!(matches!(err, TopologyError::ProbabilityAboveOne { .. }));
+        assert!(err.to_string().contains("> 1"), "{err}");
+        assert!(er_probability(0.0, 10, 10).is_err());
+        assert!(er_probability(f64::NAN, 10, 10).is_err());
+        assert!(er_probability(1.0, 0, 10).is_err());
+    }
+
+    #[test]
+    fn erdos_renyi_is_exact_and_reproducible() {
+        let a = SparseTopology::erdos_renyi(784, 1000, 20.0, 7).unwrap();
+        let b = SparseTopology::erdos_renyi(784, 1000, 20.0, 7).unwrap();
+        let c = SparseTopology::erdos_renyi(784, 1000, 20.0, 8).unwrap();
+        assert_eq!(a.nnz(), 35_680);
+        assert_eq!(a, b);
+        assert_ne!(a.positions, c.positions);
+        assert!(a.positions.windows(2).all(|w| w[0] < w[1]));
+        assert!(*a.positions.last().unwrap() < a.capacity());
+    }
+
+    #[test]
+    fn huge_layer_needs_no_dense_memory() {
+        // 10^6 × 10^6 = 10^12 positions, ε = 2 → 4·10^6 connections.
+        let t = SparseTopology::erdos_renyi(1_000_000, 1_000_000, 2.0, 1).unwrap();
+        assert_eq!(t.nnz(), 4_000_000);
+        assert!(t.positions.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn mask_round_trip_and_degrees() {
+        let t = SparseTopology::erdos_renyi(30, 20, 3.0, 3).unwrap();
+        let m = t.to_mask();
+        assert_eq!(SparseTopology::from_mask(30, 20, &m), t);
+        assert_eq!(
+            t.in_degrees().iter().map(|&d| d as usize).sum::<usize>(),
+            t.nnz()
+        );
+        assert_eq!(
+            t.out_degrees().iter().map(|&d| d as usize).sum::<usize>(),
+            t.nnz()
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn sample_excluding_avoids_taken(total in 1u64..400, frac in 0.0f64..1.0, seed in any::<u64>()) {
+            let mut rng = derived_rng(seed, &[1]);
+            let n_taken = (total as f64 * frac * 0.5) as u64;
+            let taken = sample_distinct(&mut rng, total, n_taken).unwrap();
+            let free = total - n_taken;
+            let count = free / 2 + (free % 2);
+            let got = sample_excluding(&mut rng, total, count, &taken).unwrap();
+            prop_assert_eq!(got.len() as u64, count);
+            prop_assert!(got.windows(2).all(|w| w[0] < w[1]));
+            prop_assert!(got.iter().all(|p| *p < total && taken.binary_search(p).is_err()));
+            prop_assert!(sample_excluding(&mut rng, total, free + 1, &taken).is_err());
+        }
+    }
+}

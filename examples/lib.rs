@@ -1,0 +1,1 @@
+//! Examples of burn-set; see the `[[example]]` targets.

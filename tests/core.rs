@@ -1,0 +1,336 @@
+//! Integration tests of the core: SetLinear, evolution inside models, SetCallback inside Burn's
+//! own `SupervisedTraining`.
+
+use burn::data::dataloader::DataLoaderBuilder;
+use burn::module::Module;
+use burn::nn::Initializer;
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{GradientsParams, SgdConfig};
+use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use burn::train::metric::{AccuracyMetric, LossMetric};
+use burn::train::{Learner, SupervisedTraining};
+use burn_set::callback::SetCallback;
+use burn_set::data::{ClassificationBatcher, ClassificationDataset, Split, embedded_mnist};
+use burn_set::evolution::EvolutionConfig;
+use burn_set::layers::{snapshot_layers, topology_summary};
+use burn_set::mlp::{SetMlp, SetMlpConfig};
+use burn_set::set_linear::{SetLinear, SetLinearConfig, Sparsity};
+use burn_set::strategy::{SetTrainingExt, apply_evolution};
+use burn_set::topology::er_connection_count;
+
+#[allow(deprecated)]
+fn dev() -> Device {
+    Device::ndarray()
+}
+
+fn floats(t: Tensor<2>) -> Vec<f32> {
+    t.into_data().convert::<f32>().try_to_vec().unwrap()
+}
+
+fn mask_of(l: &SetLinear) -> Vec<bool> {
+    l.mask
+        .as_ref()
+        .unwrap()
+        .val()
+        .into_data()
+        .try_to_vec()
+        .unwrap()
+}
+
+#[test]
+fn init_has_exact_reproducible_connection_count() {
+    let cfg = SetLinearConfig::new(300, 200)
+        .with_epsilon(10.0)
+        .with_seed(Some(5));
+    let a = cfg.init(&dev());
+    let b = cfg.init(&dev());
+    assert_eq!(a.nnz() as u64, er_connection_count(10.0, 300, 200).unwrap());
+    assert_eq!(a.nnz(), 5000);
+    assert_eq!(mask_of(&a), mask_of(&b));
+    assert!((a.density() - 5000.0 / 60000.0).abs() < 1e-12);
+    // weights outside the mask are exactly zero from the start
+    let w = floats(a.weight.val());
+    assert!(w.iter().zip(mask_of(&a)).all(|(w, m)| m || *w == 0.0));
+    // dense and FixProb variants
+    let d = SetLinearConfig::new(30, 20)
+        .with_sparsity(Sparsity::Dense)
+        .init(&dev());
+    assert!(d.mask.is_none());
+    assert_eq!(d.nnz(), 600);
+    let f = SetLinearConfig::new(30, 20)
+        .with_epsilon(2.0)
+        .with_sparsity(Sparsity::FixProb)
+        .init(&dev());
+    assert_eq!(f.sparsity(), Sparsity::FixProb);
+    assert_eq!(f.nnz(), 100);
+}
+
+#[test]
+fn epsilon_too_large_is_a_clear_error() {
+    let err = SetLinearConfig::new(10, 10)
+        .with_epsilon(20.0)
+        .try_init(&dev())
+        .unwrap_err();
+    assert!(err.to_string().contains("> 1"), "{err}");
+}
+
+#[test]
+fn forward_matches_linear_and_accepts_batched_shapes() {
+    let l = SetLinearConfig::new(6, 4)
+        .with_epsilon(1.0)
+        .with_seed(Some(1))
+        .init(&dev());
+    let x = Tensor::<3>::random([2, 3, 6], Distribution::Normal(0.0, 1.0), &dev());
+    let y = l.forward(x.clone());
+    assert_eq!(y.dims(), [2, 3, 4]);
+    let w = l.masked_weight();
+    let want = x.matmul(w.unsqueeze()) + l.bias.as_ref().unwrap().val().unsqueeze();
+    let (a, b): (Vec<f32>, Vec<f32>) = (
+        y.into_data().try_to_vec().unwrap(),
+        want.into_data().try_to_vec().unwrap(),
+    );
+    assert!(a.iter().zip(&b).all(|(a, b)| (a - b).abs() < 1e-5));
+}
+
+#[test]
+fn mask_respected_through_forward_backward_and_optimizer() {
+    let device = dev().autodiff();
+    let mut layer = SetLinearConfig::new(40, 30)
+        .with_epsilon(4.0)
+        .with_seed(Some(3))
+        .with_initializer(Initializer::Normal {
+            mean: 0.0,
+            std: 1.0,
+        })
+        .init(&device);
+    let mask = mask_of(&layer);
+    // off-mask weight values do not influence the output
+    let x = Tensor::<2>::random([8, 40], Distribution::Normal(0.0, 1.0), &device);
+    let y0 = floats(layer.forward(x.clone()));
+    let polluted = layer.clone().map_weight_for_test(&mask);
+    let y1 = floats(polluted.forward(x.clone()));
+    assert_eq!(y0, y1, "weights outside the mask changed the output");
+    // off-mask gradient is exactly zero
+    let grads = layer.forward(x.clone()).powf_scalar(2.0).sum().backward();
+    let g = floats(layer.weight.grad(&grads).unwrap());
+    assert!(g.iter().zip(&mask).all(|(g, m)| *m || *g == 0.0));
+    assert!(g.iter().zip(&mask).any(|(g, m)| *m && *g != 0.0));
+    // SGD with momentum and weight decay keeps off-mask weights exactly zero
+    let mut optim = SgdConfig::new()
+        .with_momentum(Some(MomentumConfig::new().with_momentum(0.9)))
+        .with_weight_decay(Some(WeightDecayConfig::new(0.01)))
+        .init();
+    for _ in 0..5 {
+        let loss = layer.forward(x.clone()).powf_scalar(2.0).mean();
+        let grads = GradientsParams::from_grads(loss.backward(), &layer);
+        layer = optim.step(0.05, layer, grads);
+    }
+    let w = floats(layer.weight.val());
+    assert!(w.iter().zip(&mask).all(|(w, m)| *m || *w == 0.0));
+    assert_eq!(mask_of(&layer), mask);
+}
+
+trait Pollute {
+    fn map_weight_for_test(self, mask: &[bool]) -> Self;
+}
+impl Pollute for SetLinear {
+    fn map_weight_for_test(mut self, mask: &[bool]) -> Self {
+        let [a, b] = self.dims();
+        let noise: Vec<f32> = mask.iter().map(|m| if *m { 0.0 } else { 7.0 }).collect();
+        let device = self.weight.device();
+        self.weight = self
+            .weight
+            .map(|w| w + Tensor::<2>::from_data(TensorData::new(noise, [a, b]), &device));
+        self
+    }
+}
+
+#[test]
+fn record_round_trip_keeps_the_mask() {
+    let a = SetLinearConfig::new(50, 20)
+        .with_epsilon(3.0)
+        .with_seed(Some(9))
+        .init(&dev());
+    let b = SetLinearConfig::new(50, 20)
+        .with_epsilon(3.0)
+        .with_seed(Some(10))
+        .init(&dev());
+    assert_ne!(mask_of(&a), mask_of(&b));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("layer.bpk");
+    a.clone().save_file(&path).unwrap();
+    let loaded = b.load_file(&path);
+    assert_eq!(mask_of(&loaded), mask_of(&a));
+    assert_eq!(floats(loaded.weight.val()), floats(a.weight.val()));
+    assert_eq!(loaded.sparsity(), Sparsity::Set);
+}
+
+fn tiny_mlp(device: &Device, sparsity: Sparsity) -> SetMlp {
+    SetMlpConfig::new(784, vec![64, 32], 10)
+        .with_sparsity(sparsity)
+        .with_epsilon(4.0)
+        .with_seed(11)
+        .init(device)
+}
+
+#[test]
+fn evolution_changes_set_layers_only_and_keeps_nnz() {
+    let device = dev();
+    let mut model = tiny_mlp(&device, Sparsity::Set);
+    // add a FixProb layer alongside: it must not evolve
+    model.hidden[1].linear = SetLinearConfig::new(64, 32)
+        .with_epsilon(4.0)
+        .with_sparsity(Sparsity::FixProb)
+        .with_seed(Some(2))
+        .init(&device);
+    let before = snapshot_layers(&model, false);
+    let cb = SetCallback::new(EvolutionConfig::new().with_seed(1));
+    let (evolved, changed) = cb.evolve(model, 1, 0, 9);
+    assert!(changed);
+    let after = snapshot_layers(&evolved, true);
+    assert_eq!(after.len(), 2);
+    assert_eq!(after[0].topology.nnz(), before[0].topology.nnz());
+    assert_ne!(after[0].topology.positions, before[0].topology.positions);
+    assert_eq!(
+        after[1].topology, before[1].topology,
+        "FixProb layer evolved"
+    );
+    let rec = &cb.history()[0];
+    assert_eq!(rec.layers.len(), 1);
+    assert!(rec.layers[0].pruned > 0 && rec.layers[0].pruned == rec.layers[0].regrown);
+    // regrown weights start at zero (the default RegrowInit::Zero)
+    let w = floats(evolved.hidden[0].linear.weight.val());
+    let new: Vec<u64> = after[0]
+        .topology
+        .positions
+        .iter()
+        .copied()
+        .filter(|p| before[0].topology.positions.binary_search(p).is_err())
+        .collect();
+    assert!(!new.is_empty());
+    assert!(new.iter().all(|&p| w[p as usize] == 0.0));
+    // a dense model has nothing to evolve
+    let (_, changed) = cb.evolve(tiny_mlp(&device, Sparsity::Dense), 1, 0, 9);
+    assert!(!changed);
+}
+
+#[test]
+fn regrown_weight_first_update_is_a_plain_gradient_step() {
+    let device = dev().autodiff();
+    let model = tiny_mlp(&device, Sparsity::Set);
+    let mut model = model;
+    for b in &mut model.hidden {
+        b.dropout = burn::nn::DropoutConfig::new(0.0).init();
+    }
+    let optim = SgdConfig::new()
+        .with_momentum(Some(
+            MomentumConfig::new().with_momentum(0.9).with_dampening(0.0),
+        ))
+        .with_weight_decay(Some(WeightDecayConfig::new(0.0002)))
+        .init();
+    let lr = 0.05;
+    let mut learner = Learner::new(model, optim, lr);
+    let data = embedded_mnist(Split::Train).unwrap().limit(64);
+    let batch = burn::data::dataloader::batcher::Batcher::batch(
+        &ClassificationBatcher::new(),
+        (0..64).map(|i| data.item(i).unwrap()).collect(),
+        &device,
+    );
+    // build up momentum everywhere
+    for _ in 0..5 {
+        let out = learner.train_step(batch.clone());
+        learner.lr_step();
+        learner.optimizer_step(out.grads);
+    }
+    let before = snapshot_layers(&learner.model(), false)[0].topology.clone();
+    let cb = SetCallback::new(EvolutionConfig::new().with_seed(3));
+    let evolved = cb.evolve(learner.model(), 1, 5, 9);
+    apply_evolution(&mut learner, evolved);
+    let after = snapshot_layers(&learner.model(), false)[0].topology.clone();
+    let regrown: Vec<u64> = after
+        .positions
+        .iter()
+        .copied()
+        .filter(|p| before.positions.binary_search(p).is_err())
+        .collect();
+    assert!(!regrown.is_empty());
+
+    let model = learner.model();
+    let w0 = floats(model.hidden[0].linear.weight.val());
+    let out = learner.train_step(batch.clone());
+    let g = floats(
+        out.grads
+            .get::<2>(model.hidden[0].linear.weight.id)
+            .unwrap(),
+    );
+    learner.lr_step();
+    learner.optimizer_step(out.grads);
+    let w1 = floats(learner.model().hidden[0].linear.weight.val());
+    let mut moved = 0;
+    for &p in &regrown {
+        let p = p as usize;
+        assert_eq!(w0[p], 0.0);
+        let want = w0[p] - (lr as f32) * g[p];
+        assert!(
+            (w1[p] - want).abs() <= 1e-7 + 1e-5 * want.abs(),
+            "pos {p}: {} vs {want}",
+            w1[p]
+        );
+        moved += (g[p] != 0.0) as usize;
+    }
+    assert!(moved > 0, "no regrown weight received gradient");
+}
+
+#[test]
+fn set_callback_evolves_inside_a_real_supervised_training() {
+    let device = dev().autodiff();
+    let model = tiny_mlp(&device, Sparsity::Set);
+    let initial = snapshot_layers(&model, false);
+    let n0 = topology_summary(&model).connections;
+    let train = embedded_mnist(Split::Train).unwrap().limit(256);
+    let test = embedded_mnist(Split::Test).unwrap().limit(128);
+    let dl_train = DataLoaderBuilder::new(ClassificationBatcher::new())
+        .batch_size(64)
+        .shuffle(1)
+        .build(ClassificationDataset::new(train));
+    let dl_test = DataLoaderBuilder::new(ClassificationBatcher::new())
+        .batch_size(64)
+        .build(ClassificationDataset::new(test));
+    let cb = SetCallback::new(EvolutionConfig::new().with_seed(5));
+    let dir = tempfile::tempdir().unwrap();
+    let optim = SgdConfig::new()
+        .with_momentum(Some(MomentumConfig::new().with_momentum(0.9)))
+        .init();
+    let result = SupervisedTraining::new(dir.path(), dl_train, dl_test)
+        .metrics((AccuracyMetric::new(), LossMetric::new()))
+        .with_set(&cb)
+        .with_application_logger(None)
+        .num_epochs(2)
+        .launch(Learner::new(model, optim, 0.01));
+    let history = cb.history();
+    // one evolution after epoch 1, the final prune after epoch 2
+    assert_eq!(history.len(), 2, "{history:?}");
+    assert_eq!((history[0].epoch, history[0].final_prune), (1, false));
+    assert_eq!((history[1].epoch, history[1].final_prune), (2, true));
+    assert_eq!(history[0].connections, n0);
+    let pruned: usize = history[1].layers.iter().map(|l| l.pruned).sum();
+    assert!(pruned > 0);
+    let model = result.model;
+    let after = snapshot_layers(&model, true);
+    assert_eq!(topology_summary(&model).connections, n0 - pruned as u64);
+    for (a, b) in after.iter().zip(&initial) {
+        assert_ne!(
+            a.topology.positions, b.topology.positions,
+            "layer {} did not evolve",
+            a.path
+        );
+    }
+    // masked weights are exactly zero in the returned model
+    for (i, l) in model.hidden.iter().enumerate() {
+        let w = floats(l.linear.weight.val());
+        let m = mask_of(&l.linear);
+        assert!(w.iter().zip(&m).all(|(w, m)| *m || *w == 0.0), "layer {i}");
+    }
+    assert_eq!(cb.stats().connections, n0 - pruned as u64);
+}

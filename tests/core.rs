@@ -29,13 +29,16 @@ fn floats(t: Tensor<2>) -> Vec<f32> {
 }
 
 fn mask_of(l: &SetLinear) -> Vec<bool> {
-    l.mask
-        .as_ref()
-        .unwrap()
-        .val()
-        .into_data()
-        .try_to_vec()
-        .unwrap()
+    let m = l.mask.as_ref().unwrap();
+    let b: Vec<bool> = m.bool().into_data().try_to_vec().unwrap();
+    // the float mask holds only 0 and 1
+    let f = floats(m.val());
+    assert!(
+        f.iter()
+            .zip(&b)
+            .all(|(f, b)| *f == if *b { 1.0 } else { 0.0 })
+    );
+    b
 }
 
 #[test]

@@ -212,7 +212,10 @@ pub fn run_mlp(
     }
     let epochs = acc.len();
     let summary = topology_summary(&model);
-    let trainable = model.num_params() as u64 - (summary.dense_connections - summary.connections);
+    // num_params counts the masks and the masked-out (zero) weights: neither is trainable.
+    let trainable = model.num_params() as u64
+        - summary.mask_entries
+        - (summary.dense_connections - summary.connections);
     Ok(MlpReport {
         model: run.model.name().to_string(),
         dataset: run.dataset.clone(),

@@ -2,15 +2,15 @@
 //! rewrites them: what lets SET evolve a user's model with no per-layer plumbing.
 //!
 //! Burn's derived `Module::visit`/`Module::map` walk every parameter with the field path and the
-//! container type; a `SetLinear` shows up as a `weight` float param and a `mask` bool param
+//! container type; a `SetLinear` shows up as a `weight` and a `mask` float param
 //! under a `Struct:SetLinear` container. Layers are keyed by their path (e.g. `hidden.1`) and
 //! numbered in visiting order, which is stable for a given model type.
 
 use crate::evolution::{EvolutionOutcome, PruneRule, RegrowInit, evolve_layer};
-use crate::set_linear::{Sparsity, bool_data, float_data};
+use crate::set_linear::{Sparsity, float_data};
 use crate::topology::{SparseTopology, TopologyError, derived_rng};
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
-use burn::tensor::{Bool, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 use std::collections::BTreeMap;
 
 const SET_LINEAR: &str = "Struct:SetLinear";
@@ -57,7 +57,7 @@ struct Collector {
     stack: PathStack,
     with_values: bool,
     weights: BTreeMap<String, (usize, usize, Vec<f32>)>,
-    masks: BTreeMap<String, (bool, Vec<bool>)>,
+    masks: BTreeMap<String, (bool, Vec<f32>)>,
     order: Vec<String>,
 }
 
@@ -71,27 +71,27 @@ impl ModuleVisitor for Collector {
         self.stack.0.pop();
     }
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        if let Some((key, "weight")) = self.stack.layer_field()
-            && D == 2
-        {
-            let dims = param.shape().dims::<D>();
-            let vals = if self.with_values {
-                float_data(param.val())
-            } else {
-                Vec::new()
-            };
-            if !self.order.contains(&key) {
-                self.order.push(key.clone());
-            }
-            self.weights.insert(key, (dims[0], dims[1], vals));
+        if D != 2 {
+            return;
         }
-    }
-    fn visit_bool<const D: usize>(&mut self, param: &Param<Tensor<D, Bool>>) {
-        if let Some((key, "mask")) = self.stack.layer_field()
-            && D == 2
-        {
-            let evolving = self.stack.mask_variant() == Some("Evolving");
-            self.masks.insert(key, (evolving, bool_data(param.val())));
+        match self.stack.layer_field() {
+            Some((key, "weight")) => {
+                let dims = param.shape().dims::<D>();
+                let vals = if self.with_values {
+                    float_data(param.val())
+                } else {
+                    Vec::new()
+                };
+                if !self.order.contains(&key) {
+                    self.order.push(key.clone());
+                }
+                self.weights.insert(key, (dims[0], dims[1], vals));
+            }
+            Some((key, "mask")) => {
+                let evolving = self.stack.mask_variant() == Some("Evolving");
+                self.masks.insert(key, (evolving, float_data(param.val())));
+            }
+            _ => {}
         }
     }
 }
@@ -115,7 +115,7 @@ pub fn snapshot_layers<M: Module>(model: &M, with_values: bool) -> Vec<LayerSnap
                     } else {
                         Sparsity::FixProb
                     },
-                    SparseTopology::from_mask(n_in, n_out, &mask),
+                    SparseTopology::from_mask_f32(n_in, n_out, &mask),
                 ),
                 None => (Sparsity::Dense, SparseTopology::dense(n_in, n_out)),
             };
@@ -143,6 +143,9 @@ pub struct TopologySummary {
     pub connections: u64,
     /// What the same layers hold when dense.
     pub dense_connections: u64,
+    /// Entries of the masks of the masked (FixProb / SET) layers: `Module::num_params` counts
+    /// them although they are not trainable.
+    pub mask_entries: u64,
 }
 
 impl TopologySummary {
@@ -164,6 +167,9 @@ pub fn topology_summary<M: Module>(model: &M) -> TopologySummary {
             s.layers += 1;
             s.connections += l.topology.nnz() as u64;
             s.dense_connections += l.topology.capacity();
+            if l.sparsity != Sparsity::Dense {
+                s.mask_entries += l.topology.capacity();
+            }
             s
         })
 }
@@ -257,41 +263,31 @@ impl ModuleMapper for Writer {
         self.stack.0.pop();
     }
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let Some((key, "weight")) = self.stack.layer_field() else {
+        let Some((key, field)) = self.stack.layer_field() else {
             return param;
         };
         let Some((n_in, n_out, out)) = self.updates.get(&key) else {
             return param;
         };
         let mut dense = vec![0f32; n_in * n_out];
-        for (&p, &v) in out.positions.iter().zip(&out.values) {
-            dense[p as usize] = v;
+        match field {
+            "weight" => {
+                for (&p, &v) in out.positions.iter().zip(&out.values) {
+                    dense[p as usize] = v;
+                }
+            }
+            "mask" => {
+                for &p in &out.positions {
+                    dense[p as usize] = 1.0;
+                }
+            }
+            _ => return param,
         }
         let shape = param.shape();
         param.map(|old| {
             let rg = old.is_require_grad();
             let device = old.device();
             Tensor::<D>::from_data(TensorData::new(dense, shape), &device).set_require_grad(rg)
-        })
-    }
-    fn map_bool<const D: usize>(
-        &mut self,
-        param: Param<Tensor<D, Bool>>,
-    ) -> Param<Tensor<D, Bool>> {
-        let Some((key, "mask")) = self.stack.layer_field() else {
-            return param;
-        };
-        let Some((n_in, n_out, out)) = self.updates.get(&key) else {
-            return param;
-        };
-        let mut mask = vec![false; n_in * n_out];
-        for &p in &out.positions {
-            mask[p as usize] = true;
-        }
-        let shape = param.shape();
-        param.map(|old| {
-            let device = old.device();
-            Tensor::<D, Bool>::from_data(TensorData::new(mask, shape), &device)
         })
     }
 }

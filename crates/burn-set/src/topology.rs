@@ -234,6 +234,30 @@ impl SparseTopology {
         }
     }
 
+    /// Builds a topology from a row-major 0/1 float mask (non-zero = connected).
+    pub fn from_mask_f32(n_in: usize, n_out: usize, mask: &[f32]) -> Self {
+        assert_eq!(mask.len(), n_in * n_out, "mask length must be n_in * n_out");
+        let positions = mask
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &m)| (m != 0.0).then_some(i as u64))
+            .collect();
+        Self {
+            n_in,
+            n_out,
+            positions,
+        }
+    }
+
+    /// The row-major 0/1 float mask (allocates `n_in · n_out`: for masked layers only).
+    pub fn to_mask_f32(&self) -> Vec<f32> {
+        let mut m = vec![0.0; self.capacity() as usize];
+        for &p in &self.positions {
+            m[p as usize] = 1.0;
+        }
+        m
+    }
+
     /// Number of connections.
     pub fn nnz(&self) -> usize {
         self.positions.len()

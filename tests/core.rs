@@ -221,8 +221,12 @@ fn evolution_changes_set_layers_only_and_keeps_nnz() {
 #[test]
 fn regrown_weight_first_update_is_a_plain_gradient_step() {
     let device = dev().autodiff();
-    let model = tiny_mlp(&device, Sparsity::Set);
-    let mut model = model;
+    // A dense-ish layer (p ≈ 0.68) so that many regrown positions were connected before the
+    // evolution and so carry momentum history that must not leak into them.
+    let mut model = SetMlpConfig::new(784, vec![64], 10)
+        .with_epsilon(40.0)
+        .with_seed(11)
+        .init(&device);
     for b in &mut model.hidden {
         b.dropout = burn::nn::DropoutConfig::new(0.0).init();
     }
@@ -250,14 +254,24 @@ fn regrown_weight_first_update_is_a_plain_gradient_step() {
     let cb = SetCallback::new(EvolutionConfig::new().with_seed(3));
     let evolved = cb.evolve(learner.model(), 1, 5, 9);
     apply_evolution(&mut learner, evolved);
-    let after = snapshot_layers(&learner.model(), false)[0].topology.clone();
+    let after = snapshot_layers(&learner.model(), true).remove(0);
+    // regrown connections start at exactly zero; every survivor is non-zero (zeros are pruned)
     let regrown: Vec<u64> = after
+        .topology
         .positions
         .iter()
-        .copied()
-        .filter(|p| before.positions.binary_search(p).is_err())
+        .zip(&after.values)
+        .filter(|(_, v)| **v == 0.0)
+        .map(|(p, _)| *p)
         .collect();
-    assert!(!regrown.is_empty());
+    let reused = regrown
+        .iter()
+        .filter(|p| before.positions.binary_search(p).is_ok())
+        .count();
+    assert!(
+        reused > 0,
+        "no regrown position was connected before: the test would not see stale momentum"
+    );
 
     let model = learner.model();
     let w0 = floats(model.hidden[0].linear.weight.val());

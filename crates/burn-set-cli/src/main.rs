@@ -129,7 +129,7 @@ fn mlp(a: MlpArgs) -> Result<(), String> {
         a.dataset,
         train.len(),
         test.len(),
-        a.model,
+        a.model.name(),
         a.hidden
     );
     let run = MlpRun {

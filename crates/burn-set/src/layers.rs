@@ -8,21 +8,36 @@
 
 use crate::evolution::{EvolutionOutcome, PruneRule, RegrowInit, evolve_layer};
 use crate::set_linear::{Sparsity, float_data};
+use crate::sparse_linear::int_data;
 use crate::topology::{SparseTopology, TopologyError, derived_rng};
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData};
 use std::collections::BTreeMap;
 
 const SET_LINEAR: &str = "Struct:SetLinear";
+const SPARSE_LINEAR: &str = "Struct:SparseSetLinear";
 const SET_MASK: &str = "Enum:SetMask";
+const SPARSE_STRUCTURE: &str = "Enum:SparseStructure";
 
 #[derive(Default)]
 struct PathStack(Vec<(String, String)>);
 
 impl PathStack {
-    /// The layer key and the field name inside the layer, if the walk is inside a SetLinear.
+    /// The layer key and the field name inside the layer, if the walk is inside a SetLinear
+    /// or a SparseSetLinear (for the latter, the innermost field name: `rows`, `cols`, …).
     fn layer_field(&self) -> Option<(String, &str)> {
-        let i = self.0.iter().rposition(|(_, c)| c == SET_LINEAR)?;
+        let i = self
+            .0
+            .iter()
+            .rposition(|(_, c)| c == SET_LINEAR || c == SPARSE_LINEAR)?;
+        if self.0[i].1 == SPARSE_LINEAR {
+            let key = self.0[..i]
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>()
+                .join(".");
+            return Some((key, self.0.last().unwrap().0.as_str()));
+        }
         let key = self.0[..i]
             .iter()
             .map(|(n, _)| n.as_str())
@@ -34,7 +49,7 @@ impl PathStack {
         self.0
             .iter()
             .rev()
-            .find(|(_, c)| c == SET_MASK)
+            .find(|(_, c)| c == SET_MASK || c == SPARSE_STRUCTURE)
             .map(|(n, _)| n.as_str())
     }
 }
@@ -50,6 +65,31 @@ pub struct LayerSnapshot {
     pub topology: SparseTopology,
     /// Weight values aligned with `topology.positions` (only when asked for).
     pub values: Vec<f32>,
+    /// How the layer stores its weights.
+    pub storage: Storage,
+}
+
+/// How a SET layer stores its weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Storage {
+    /// Dense weight × 0/1 mask ([`SetLinear`](crate::set_linear::SetLinear)).
+    Masked,
+    /// Values + indices ([`SparseSetLinear`](crate::sparse_linear::SparseSetLinear)).
+    Sparse,
+}
+
+impl std::str::FromStr for Storage {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "masked" => Ok(Self::Masked),
+            "sparse" => Ok(Self::Sparse),
+            other => Err(format!(
+                "unknown storage '{other}' (expected sparse or masked)"
+            )),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -58,7 +98,26 @@ struct Collector {
     with_values: bool,
     weights: BTreeMap<String, (usize, usize, Vec<f32>)>,
     masks: BTreeMap<String, (bool, Vec<f32>)>,
+    sparse: BTreeMap<String, SparseParts>,
     order: Vec<String>,
+}
+
+/// The pieces of a SparseSetLinear as the visitor meets them.
+#[derive(Default)]
+struct SparseParts {
+    values: Vec<f32>,
+    rows: Vec<i64>,
+    cols: Vec<i64>,
+    dims: Vec<i64>,
+    evolving: bool,
+}
+
+impl Collector {
+    fn note(&mut self, key: &str) {
+        if !self.order.iter().any(|k| k == key) {
+            self.order.push(key.to_string());
+        }
+    }
 }
 
 impl ModuleVisitor for Collector {
@@ -70,7 +129,38 @@ impl ModuleVisitor for Collector {
     fn exit_module(&mut self, _: &str, _: &str) {
         self.stack.0.pop();
     }
+    fn visit_int<const D: usize>(&mut self, param: &Param<Tensor<D, Int>>) {
+        let Some((key, field)) = self.stack.layer_field() else {
+            return;
+        };
+        if !matches!(field, "rows" | "cols" | "dims") {
+            return;
+        }
+        let field = field.to_string();
+        let evolving = self.stack.mask_variant() == Some("Evolving");
+        let data = int_data(param.val());
+        self.note(&key);
+        let parts = self.sparse.entry(key).or_default();
+        parts.evolving = evolving;
+        match field.as_str() {
+            "rows" => parts.rows = data,
+            "cols" => parts.cols = data,
+            _ => parts.dims = data,
+        }
+    }
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if D == 1
+            && let Some((key, "values")) = self.stack.layer_field()
+        {
+            self.note(&key);
+            let vals = if self.with_values {
+                float_data(param.val())
+            } else {
+                Vec::new()
+            };
+            self.sparse.entry(key).or_default().values = vals;
+            return;
+        }
         if D != 2 {
             return;
         }
@@ -82,9 +172,7 @@ impl ModuleVisitor for Collector {
                 } else {
                     Vec::new()
                 };
-                if !self.order.contains(&key) {
-                    self.order.push(key.clone());
-                }
+                self.note(&key);
                 self.weights.insert(key, (dims[0], dims[1], vals));
             }
             Some((key, "mask")) => {
@@ -107,6 +195,30 @@ pub fn snapshot_layers<M: Module>(model: &M, with_values: bool) -> Vec<LayerSnap
     c.order
         .iter()
         .map(|key| {
+            if let Some(parts) = c.sparse.remove(key) {
+                let (n_in, n_out) = (parts.dims[0] as usize, parts.dims[1] as usize);
+                let positions = parts
+                    .rows
+                    .iter()
+                    .zip(&parts.cols)
+                    .map(|(&r, &c)| r as u64 * n_out as u64 + c as u64)
+                    .collect();
+                return LayerSnapshot {
+                    path: key.clone(),
+                    sparsity: if parts.evolving {
+                        Sparsity::Set
+                    } else {
+                        Sparsity::FixProb
+                    },
+                    topology: SparseTopology {
+                        n_in,
+                        n_out,
+                        positions,
+                    },
+                    values: parts.values,
+                    storage: Storage::Sparse,
+                };
+            }
             let (n_in, n_out, w) = c.weights.remove(key).expect("weight seen");
             let (sparsity, topology) = match c.masks.remove(key) {
                 Some((evolving, mask)) => (
@@ -129,6 +241,7 @@ pub fn snapshot_layers<M: Module>(model: &M, with_values: bool) -> Vec<LayerSnap
                 sparsity,
                 topology,
                 values,
+                storage: Storage::Masked,
             }
         })
         .collect()
@@ -167,7 +280,7 @@ pub fn topology_summary<M: Module>(model: &M) -> TopologySummary {
             s.layers += 1;
             s.connections += l.topology.nnz() as u64;
             s.dense_connections += l.topology.capacity();
-            if l.sparsity != Sparsity::Dense {
+            if l.sparsity != Sparsity::Dense && l.storage == Storage::Masked {
                 s.mask_entries += l.topology.capacity();
             }
             s
@@ -262,6 +375,25 @@ impl ModuleMapper for Writer {
     fn exit_module(&mut self, _: &str, _: &str) {
         self.stack.0.pop();
     }
+    fn map_int<const D: usize>(&mut self, param: Param<Tensor<D, Int>>) -> Param<Tensor<D, Int>> {
+        let Some((key, field)) = self.stack.layer_field() else {
+            return param;
+        };
+        let Some((_, n_out, out)) = self.updates.get(&key) else {
+            return param;
+        };
+        let n_out = *n_out as u64;
+        let data: Vec<i64> = match field {
+            "rows" => out.positions.iter().map(|&p| (p / n_out) as i64).collect(),
+            "cols" => out.positions.iter().map(|&p| (p % n_out) as i64).collect(),
+            _ => return param,
+        };
+        let n = data.len();
+        param.map(|old| {
+            let device = old.device();
+            Tensor::<D, Int>::from_data(TensorData::new(data, [n]), &device)
+        })
+    }
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         let Some((key, field)) = self.stack.layer_field() else {
             return param;
@@ -269,6 +401,18 @@ impl ModuleMapper for Writer {
         let Some((n_in, n_out, out)) = self.updates.get(&key) else {
             return param;
         };
+        if field == "values" && D == 1 {
+            let n = out.values.len();
+            let values = out.values.clone();
+            return param.map(|old| {
+                let rg = old.is_require_grad();
+                let device = old.device();
+                Tensor::<D>::from_data(TensorData::new(values, [n]), &device).set_require_grad(rg)
+            });
+        }
+        if field != "weight" && field != "mask" {
+            return param;
+        }
         let mut dense = vec![0f32; n_in * n_out];
         match field {
             "weight" => {

@@ -13,6 +13,7 @@ pub mod layers;
 pub mod metrics;
 pub mod mlp;
 pub mod set_linear;
+pub mod sparse_linear;
 pub mod srelu;
 pub mod strategy;
 pub mod topology;

@@ -32,6 +32,8 @@ pub enum TopologyError {
         /// The resulting probability.
         probability: f64,
     },
+    /// A truly sparse layer was asked for with `Sparsity::Dense`.
+    DenseSparse,
     /// More connections asked for than the layer has positions.
     TooManyConnections {
         /// Connections asked for.
@@ -61,6 +63,10 @@ impl fmt::Display for TopologyError {
                 "epsilon = {epsilon} gives connection probability ε(n_in+n_out)/(n_in·n_out) = \
                  {probability:.3} > 1 for a {n_in}×{n_out} layer; use epsilon ≤ {:.3} or a dense layer",
                 (*n_in as f64 * *n_out as f64) / (*n_in as f64 + *n_out as f64)
+            ),
+            Self::DenseSparse => write!(
+                f,
+                "a truly sparse layer needs Sparsity::Set or Sparsity::FixProb, not Dense"
             ),
             Self::TooManyConnections {
                 requested,

@@ -7,6 +7,7 @@
 //! (`1f 8b`), not by the file extension. Malformed input gives a [`DataError`] naming the
 //! file and what was expected; nothing panics and no samples are silently dropped.
 
+pub mod binary;
 pub mod classification;
 pub mod embedded;
 pub mod error;
@@ -20,6 +21,11 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+pub use binary::{
+    BinaryBatch, BinaryBatcher, BinaryData, BinaryDataset, BinaryDatasetKind, BinaryDensitySet,
+    BinarySplit, EMBEDDED_DNA_LENS, SplitSource, binarize, embedded_dna, load_binary_density,
+    load_binary_file, load_binary_split, parse_binary,
+};
 pub use classification::{
     ClassificationBatch, ClassificationBatcher, ClassificationData, ClassificationDataset,
     ClassificationItem, FeatureStats,

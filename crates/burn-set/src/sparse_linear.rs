@@ -1,0 +1,235 @@
+//! `SparseSetLinear`: the truly sparse storage of a SET layer. Values are a trainable 1-D
+//! parameter of length nnz; the structure is two saved, never-trained index tensors (COO:
+//! input row and output column of every connection, sorted by flat position
+//! `row · d_output + col`). Nothing of size `d_input × d_output` is ever allocated — not in
+//! init, forward, backward, evolution, saving or loading.
+//!
+//! The forward pass is Burn's portable gather/scatter: `x.select(1, rows) * values` then
+//! `zeros.select_assign(1, cols, …, Add)`, whose cost is ∝ batch × nnz on every backend and
+//! which has autodiff. It computes exactly what a [`SetLinear`](crate::set_linear::SetLinear)
+//! with the same topology and weights computes.
+
+use crate::set_linear::{SetLinearConfig, Sparsity, float_data};
+use crate::topology::{SparseTopology, TopologyError, er_probability};
+use burn::module::{Module, Param, ParamId};
+use burn::tensor::{Device, IndexingUpdateOp, Int, Tensor, TensorData};
+
+/// The connection indices of a sparse layer. The variant tells SET whether to evolve it.
+#[derive(Module, Debug)]
+pub enum SparseStructure {
+    /// Evolved by SET.
+    Evolving(SparseIndex),
+    /// Fixed Erdős–Rényi topology (FixProb).
+    Fixed(SparseIndex),
+}
+
+/// COO indices of the connections, sorted by flat position.
+#[derive(Module, Debug)]
+pub struct SparseIndex {
+    /// Input neuron of every connection, `[nnz]`.
+    pub rows: Param<Tensor<1, Int>>,
+    /// Output neuron of every connection, `[nnz]`.
+    pub cols: Param<Tensor<1, Int>>,
+    /// `[d_input, d_output]`, saved with the indices (and visible to module visitors).
+    pub dims: Param<Tensor<1, Int>>,
+}
+
+impl SparseStructure {
+    /// The indices.
+    pub fn index(&self) -> &SparseIndex {
+        match self {
+            Self::Evolving(i) | Self::Fixed(i) => i,
+        }
+    }
+}
+
+/// A sparse linear layer stored as (values, indices): memory and compute ∝ connections.
+///
+/// Should be created with [`SetLinearConfig::init_sparse`].
+#[derive(Module, Debug)]
+pub struct SparseSetLinear {
+    /// Weight of every connection, `[nnz]`.
+    pub values: Param<Tensor<1>>,
+    /// Vector of size `d_output`.
+    pub bias: Option<Param<Tensor<1>>>,
+    /// Which connections exist.
+    pub structure: SparseStructure,
+    /// Input features.
+    pub d_input: usize,
+    /// Output features.
+    pub d_output: usize,
+}
+
+fn index_tensors(topo: &SparseTopology, device: &Device) -> SparseIndex {
+    let n_out = topo.n_out as u64;
+    let nnz = topo.nnz();
+    let rows: Vec<i64> = topo.positions.iter().map(|&p| (p / n_out) as i64).collect();
+    let cols: Vec<i64> = topo.positions.iter().map(|&p| (p % n_out) as i64).collect();
+    SparseIndex {
+        rows: Param::initialized(
+            ParamId::new(),
+            Tensor::from_data(TensorData::new(rows, [nnz]), device),
+        ),
+        cols: Param::initialized(
+            ParamId::new(),
+            Tensor::from_data(TensorData::new(cols, [nnz]), device),
+        ),
+        dims: Param::initialized(
+            ParamId::new(),
+            Tensor::from_data(
+                TensorData::new(vec![topo.n_in as i64, topo.n_out as i64], [2]),
+                device,
+            ),
+        ),
+    }
+}
+
+impl SetLinearConfig {
+    /// Initialize a truly sparse [`SparseSetLinear`] with the same topology and initial values
+    /// as [`init`](Self::init) would give for the same seed (FixProb or SET; a dense config is
+    /// an error: use `init`).
+    pub fn init_sparse(&self, device: &Device) -> Result<SparseSetLinear, TopologyError> {
+        let (d_in, d_out) = (self.d_input, self.d_output);
+        let p = er_probability(self.epsilon, d_in, d_out)?;
+        if self.sparsity == Sparsity::Dense {
+            return Err(TopologyError::DenseSparse);
+        }
+        let seed = self.seed.unwrap_or_else(rand::random);
+        let topo = SparseTopology::erdos_renyi(d_in, d_out, self.epsilon, seed)?;
+        let (fan_in, fan_out) = if self.sparse_fan {
+            let fan = |d: usize| ((p * d as f64).round() as usize).max(1);
+            (fan(d_in), fan(d_out))
+        } else {
+            (d_in, d_out)
+        };
+        let values = self
+            .initializer
+            .init_with([topo.nnz()], Some(fan_in), Some(fan_out), device);
+        let bias = self.bias.then(|| {
+            self.initializer
+                .init_with([d_out], Some(fan_in), Some(fan_out), device)
+        });
+        let index = index_tensors(&topo, device);
+        Ok(SparseSetLinear {
+            values,
+            bias,
+            structure: if self.sparsity == Sparsity::Set {
+                SparseStructure::Evolving(index)
+            } else {
+                SparseStructure::Fixed(index)
+            },
+            d_input: d_in,
+            d_output: d_out,
+        })
+    }
+}
+
+impl SparseSetLinear {
+    /// Builds a layer from a topology and the values of its connections (aligned with
+    /// `topology.positions`).
+    pub fn from_topology(
+        topology: &SparseTopology,
+        values: Vec<f32>,
+        bias: Option<Vec<f32>>,
+        sparsity: Sparsity,
+        device: &Device,
+    ) -> Self {
+        assert_eq!(values.len(), topology.nnz(), "one value per connection");
+        let index = index_tensors(topology, device);
+        let nnz = values.len();
+        Self {
+            values: Param::from_tensor(Tensor::from_data(TensorData::new(values, [nnz]), device)),
+            bias: bias.map(|b| {
+                let n = b.len();
+                Param::from_tensor(Tensor::from_data(TensorData::new(b, [n]), device))
+            }),
+            structure: match sparsity {
+                Sparsity::Set => SparseStructure::Evolving(index),
+                _ => SparseStructure::Fixed(index),
+            },
+            d_input: topology.n_in,
+            d_output: topology.n_out,
+        }
+    }
+
+    /// Applies the forward pass on the input tensor.
+    ///
+    /// # Shapes
+    /// - input: `[..., d_input]`
+    /// - output: `[..., d_output]`
+    pub fn forward<const D: usize>(&self, input: Tensor<D>) -> Tensor<D> {
+        let dims = input.dims();
+        assert_eq!(
+            dims[D - 1],
+            self.d_input,
+            "SparseSetLinear expects last axis {} but got {:?}",
+            self.d_input,
+            dims
+        );
+        let batch: usize = dims[..D - 1].iter().product();
+        let x: Tensor<2> = input.reshape([batch, self.d_input]);
+        let index = self.structure.index();
+        let gathered = x.select(1, index.rows.val()); // [B, nnz]
+        let prod = gathered * self.values.val().unsqueeze_dim::<2>(0);
+        let device = prod.device();
+        let mut y = Tensor::<2>::zeros([batch, self.d_output], &device).select_assign(
+            1,
+            index.cols.val(),
+            prod,
+            IndexingUpdateOp::Add,
+        );
+        if let Some(b) = &self.bias {
+            y = y + b.val().unsqueeze_dim::<2>(0);
+        }
+        let mut out = dims;
+        out[D - 1] = self.d_output;
+        y.reshape(out)
+    }
+
+    /// Number of connections.
+    pub fn nnz(&self) -> usize {
+        self.values.shape().dims::<1>()[0]
+    }
+
+    /// Fraction of the `d_input · d_output` positions that are connected.
+    pub fn density(&self) -> f64 {
+        self.nnz() as f64 / (self.d_input as f64 * self.d_output as f64)
+    }
+
+    /// The variant.
+    pub fn sparsity(&self) -> Sparsity {
+        match self.structure {
+            SparseStructure::Evolving(_) => Sparsity::Set,
+            SparseStructure::Fixed(_) => Sparsity::FixProb,
+        }
+    }
+
+    /// The topology, read back to the host (O(nnz)).
+    pub fn topology(&self) -> SparseTopology {
+        let index = self.structure.index();
+        let rows = int_data(index.rows.val());
+        let cols = int_data(index.cols.val());
+        let n_out = self.d_output as u64;
+        SparseTopology {
+            n_in: self.d_input,
+            n_out: self.d_output,
+            positions: rows
+                .iter()
+                .zip(&cols)
+                .map(|(&r, &c)| r as u64 * n_out + c as u64)
+                .collect(),
+        }
+    }
+
+    /// The connection values, aligned with [`topology`](Self::topology)`.positions`.
+    pub fn values_host(&self) -> Vec<f32> {
+        float_data(self.values.val())
+    }
+}
+
+pub(crate) fn int_data<const D: usize>(t: Tensor<D, Int>) -> Vec<i64> {
+    t.into_data()
+        .convert::<i64>()
+        .try_to_vec::<i64>()
+        .expect("int tensor data")
+}

@@ -67,6 +67,7 @@ impl InferenceStep for MyNet {
     }
 }
 
+#[allow(deprecated)] // ndarray is the fastest CPU backend in Burn 0.22
 fn main() {
     let device = Device::ndarray().autodiff();
     let train = embedded_mnist(Split::Train).expect("embedded MNIST sample");

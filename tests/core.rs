@@ -13,8 +13,9 @@ use burn::train::{Learner, SupervisedTraining};
 use burn_set::callback::SetCallback;
 use burn_set::data::{ClassificationBatcher, ClassificationDataset, Split, embedded_mnist};
 use burn_set::evolution::EvolutionConfig;
+use burn_set::layers::Storage;
 use burn_set::layers::{snapshot_layers, topology_summary};
-use burn_set::mlp::{SetMlp, SetMlpConfig};
+use burn_set::mlp::{SetLayer, SetMlp, SetMlpConfig};
 use burn_set::set_linear::{SetLinear, SetLinearConfig, Sparsity};
 use burn_set::strategy::{SetTrainingExt, apply_evolution};
 use burn_set::topology::er_connection_count;
@@ -171,6 +172,7 @@ fn record_round_trip_keeps_the_mask() {
 
 fn tiny_mlp(device: &Device, sparsity: Sparsity) -> SetMlp {
     SetMlpConfig::new(784, vec![64, 32], 10)
+        .with_storage(Some(Storage::Masked))
         .with_sparsity(sparsity)
         .with_epsilon(4.0)
         .with_seed(11)
@@ -182,11 +184,13 @@ fn evolution_changes_set_layers_only_and_keeps_nnz() {
     let device = dev();
     let mut model = tiny_mlp(&device, Sparsity::Set);
     // add a FixProb layer alongside: it must not evolve
-    model.hidden[1].linear = SetLinearConfig::new(64, 32)
-        .with_epsilon(4.0)
-        .with_sparsity(Sparsity::FixProb)
-        .with_seed(Some(2))
-        .init(&device);
+    model.hidden[1].linear = SetLayer::Masked(
+        SetLinearConfig::new(64, 32)
+            .with_epsilon(4.0)
+            .with_sparsity(Sparsity::FixProb)
+            .with_seed(Some(2))
+            .init(&device),
+    );
     let before = snapshot_layers(&model, false);
     let cb = SetCallback::new(EvolutionConfig::new().with_seed(1));
     let (evolved, changed) = cb.evolve(model, 1, 0, 9);
@@ -203,7 +207,7 @@ fn evolution_changes_set_layers_only_and_keeps_nnz() {
     assert_eq!(rec.layers.len(), 1);
     assert!(rec.layers[0].pruned > 0 && rec.layers[0].pruned == rec.layers[0].regrown);
     // regrown weights start at zero (the default RegrowInit::Zero)
-    let w = floats(evolved.hidden[0].linear.weight.val());
+    let w = floats(evolved.hidden[0].linear.as_masked().unwrap().weight.val());
     let new: Vec<u64> = after[0]
         .topology
         .positions
@@ -224,6 +228,7 @@ fn regrown_weight_first_update_is_a_plain_gradient_step() {
     // A dense-ish layer (p ≈ 0.68) so that many regrown positions were connected before the
     // evolution and so carry momentum history that must not leak into them.
     let mut model = SetMlpConfig::new(784, vec![64], 10)
+        .with_storage(Some(Storage::Masked))
         .with_epsilon(40.0)
         .with_seed(11)
         .init(&device);
@@ -274,16 +279,23 @@ fn regrown_weight_first_update_is_a_plain_gradient_step() {
     );
 
     let model = learner.model();
-    let w0 = floats(model.hidden[0].linear.weight.val());
+    let w0 = floats(model.hidden[0].linear.as_masked().unwrap().weight.val());
     let out = learner.train_step(batch.clone());
     let g = floats(
         out.grads
-            .get::<2>(model.hidden[0].linear.weight.id)
+            .get::<2>(model.hidden[0].linear.as_masked().unwrap().weight.id)
             .unwrap(),
     );
     learner.lr_step();
     learner.optimizer_step(out.grads);
-    let w1 = floats(learner.model().hidden[0].linear.weight.val());
+    let w1 = floats(
+        learner.model().hidden[0]
+            .linear
+            .as_masked()
+            .unwrap()
+            .weight
+            .val(),
+    );
     let mut moved = 0;
     for &p in &regrown {
         let p = p as usize;
@@ -345,8 +357,8 @@ fn set_callback_evolves_inside_a_real_supervised_training() {
     }
     // masked weights are exactly zero in the returned model
     for (i, l) in model.hidden.iter().enumerate() {
-        let w = floats(l.linear.weight.val());
-        let m = mask_of(&l.linear);
+        let w = floats(l.linear.as_masked().unwrap().weight.val());
+        let m = mask_of(l.linear.as_masked().unwrap());
         assert!(w.iter().zip(&m).all(|(w, m)| *m || *w == 0.0), "layer {i}");
     }
     assert_eq!(cb.stats().connections, n0 - pruned as u64);

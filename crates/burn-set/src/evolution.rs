@@ -295,7 +295,7 @@ pub fn evolve_layer(
 mod tests {
     use super::*;
     use crate::topology::{SparseTopology, derived_rng};
-    use proptest::prelude::*;
+    use proptest::prelude::{any, prop_assert, prop_assert_eq, proptest};
 
     #[test]
     fn signed_rule_removes_closest_to_zero_of_each_sign() {

@@ -55,6 +55,8 @@ pub struct MlpRun {
     pub artifacts: PathBuf,
     /// Data loader worker threads.
     pub num_workers: usize,
+    /// Storage of the sparse layers (None: the faster one for the shape).
+    pub storage: Option<crate::layers::Storage>,
 }
 
 impl MlpRun {
@@ -77,6 +79,7 @@ impl MlpRun {
             backend: BackendKind::Ndarray,
             artifacts: std::env::temp_dir().join("burn-set-artifacts"),
             num_workers: 1,
+            storage: None,
         }
     }
 }

@@ -70,7 +70,7 @@ pub struct LayerSnapshot {
 }
 
 /// How a SET layer stores its weights.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Storage {
     /// Dense weight × 0/1 mask ([`SetLinear`](crate::set_linear::SetLinear)).

@@ -1,7 +1,9 @@
 //! The paper's MLPs: dense / FixProb / SET hidden layers, activation, dropout, dense output.
 
 use crate::data::ClassificationBatch;
+use crate::layers::Storage;
 use crate::set_linear::{SetLinear, SetLinearConfig, Sparsity};
+use crate::sparse_linear::SparseSetLinear;
 use crate::srelu::{Activation, ActivationKind};
 use crate::topology::TopologyError;
 use burn::config::Config;
@@ -35,13 +37,70 @@ pub struct SetMlpConfig {
     /// Seed of the sparse topologies (layer i uses seed + i).
     #[config(default = 42)]
     pub seed: u64,
+    /// Storage of the sparse hidden layers: dense weight × mask, or values + indices. Dense
+    /// layers are always stored dense.
+    #[config(default = "None")]
+    pub storage: Option<Storage>,
+}
+
+/// A hidden layer's linear map, masked or truly sparse.
+#[derive(Module, Debug)]
+pub enum SetLayer {
+    /// Dense weight × 0/1 mask (also the dense variant, without mask).
+    Masked(SetLinear),
+    /// Values + indices.
+    Sparse(SparseSetLinear),
+}
+
+impl SetLayer {
+    /// Forward pass; shapes `[..., d_input] → [..., d_output]`.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        match self {
+            Self::Masked(l) => l.forward(x),
+            Self::Sparse(l) => l.forward(x),
+        }
+    }
+
+    /// The masked layer, if this is one.
+    pub fn as_masked(&self) -> Option<&SetLinear> {
+        match self {
+            Self::Masked(l) => Some(l),
+            Self::Sparse(_) => None,
+        }
+    }
+
+    /// The sparse layer, if this is one.
+    pub fn as_sparse(&self) -> Option<&SparseSetLinear> {
+        match self {
+            Self::Sparse(l) => Some(l),
+            Self::Masked(_) => None,
+        }
+    }
+
+    /// Connections.
+    pub fn nnz(&self) -> usize {
+        match self {
+            Self::Masked(l) => l.nnz(),
+            Self::Sparse(l) => l.nnz(),
+        }
+    }
+}
+
+/// The storage `burn-set` picks when none is given: truly sparse below 20% density (where
+/// gathering beats a dense matmul on CPU), masked above.
+pub fn default_storage(density: f64) -> Storage {
+    if density < 0.2 {
+        Storage::Sparse
+    } else {
+        Storage::Masked
+    }
 }
 
 /// One hidden block: sparse (or dense) linear → activation → dropout.
 #[derive(Module, Debug)]
 pub struct HiddenBlock {
     /// The linear map.
-    pub linear: SetLinear,
+    pub linear: SetLayer,
     /// The activation.
     pub activation: Activation,
     /// Dropout.
@@ -74,12 +133,23 @@ impl SetMlpConfig {
         let mut d_in = self.d_input;
         let mut hidden = Vec::new();
         for (i, &width) in self.hidden.iter().enumerate() {
-            let linear = SetLinearConfig::new(d_in, width)
+            let cfg = SetLinearConfig::new(d_in, width)
                 .with_epsilon(self.epsilon)
                 .with_sparsity(self.sparsity)
                 .with_initializer(init.clone())
-                .with_seed(Some(self.seed.wrapping_add(i as u64)))
-                .try_init(device)?;
+                .with_seed(Some(self.seed.wrapping_add(i as u64)));
+            let storage = match self.sparsity {
+                Sparsity::Dense => Storage::Masked,
+                _ => self.storage.unwrap_or_else(|| {
+                    default_storage(
+                        crate::topology::er_probability(self.epsilon, d_in, width).unwrap_or(1.0),
+                    )
+                }),
+            };
+            let linear = match storage {
+                Storage::Masked => SetLayer::Masked(cfg.try_init(device)?),
+                Storage::Sparse => SetLayer::Sparse(cfg.init_sparse(device)?),
+            };
             hidden.push(HiddenBlock {
                 linear,
                 activation: self.activation.init(width, device),

@@ -1,9 +1,11 @@
 //! Benchmarks printed as ratios against a baseline measured in the same run (never timed
-//! assertions in tests): `burn-set bench masked-linear` and `burn-set bench evolve`.
+//! assertions in tests): `burn-set bench masked-linear | evolve | sparse-mlp | scale`.
 
 use crate::callback::SetCallback;
+use crate::data::ClassificationBatch;
 use crate::evolution::EvolutionConfig;
-use crate::mlp::SetMlpConfig;
+use crate::layers::Storage;
+use crate::mlp::{SetMlp, SetMlpConfig};
 use crate::set_linear::{SetLinearConfig, Sparsity};
 use burn::module::Module;
 use burn::nn::LinearConfig;
@@ -98,40 +100,64 @@ pub struct EvolveBench {
     pub inputs: &'static str,
 }
 
-/// Times one SET evolution of the MNIST SET-MLP 784-1000-1000-1000-10 (ε = 20) against an epoch
-/// of training (SGD steps at batch 128 on synthetic inputs, extrapolated to 469 steps).
-pub fn evolve(device: &Device, timed_steps: usize, timed_evolutions: usize) -> EvolveBench {
-    let device = device.clone().autodiff();
-    let mut model = SetMlpConfig::new(784, vec![1000, 1000, 1000], 10)
-        .with_sparsity(Sparsity::Set)
-        .init(&device);
+/// Runs `warmup` then `steps` SGD steps (momentum 0.9, weight decay 2e-4, lr 0.01) of `model`
+/// on synthetic batches; returns the model and the mean seconds per timed step.
+fn time_sgd_steps(
+    mut model: SetMlp,
+    d_input: usize,
+    batch: usize,
+    warmup: usize,
+    steps: usize,
+    device: &Device,
+) -> (SetMlp, f64) {
     let mut optim = SgdConfig::new()
         .with_momentum(Some(
             MomentumConfig::new().with_momentum(0.9).with_dampening(0.0),
         ))
         .with_weight_decay(Some(WeightDecayConfig::new(2e-4)))
         .init();
-    let batch = 128;
-    let mut step = |model: crate::mlp::SetMlp| {
-        let x = Tensor::<2>::random([batch, 784], Distribution::Uniform(0.0, 1.0), &device);
-        let y = Tensor::<1, Int>::random([batch], Distribution::Uniform(0.0, 10.0), &device);
-        let out = model.forward_classification(crate::data::ClassificationBatch {
+    let mut step = |model: SetMlp| {
+        let x = Tensor::<2>::random([batch, d_input], Distribution::Uniform(0.0, 1.0), device);
+        let y = Tensor::<1, Int>::random([batch], Distribution::Uniform(0.0, 10.0), device);
+        let out = model.forward_classification(ClassificationBatch {
             inputs: x,
             targets: y,
         });
         let grads = GradientsParams::from_grads(out.loss.backward(), &model);
         optim.step(0.01, model, grads)
     };
-    for _ in 0..3 {
+    for _ in 0..warmup {
         model = step(model);
     }
     let t0 = Instant::now();
-    for _ in 0..timed_steps {
+    for _ in 0..steps {
         model = step(model);
     }
-    // make sure the lazy work is done
+    // wait for lazy work to finish
     let _ = model.output.weight.val().sum().into_scalar::<f32>();
-    let step_seconds = t0.elapsed().as_secs_f64() / timed_steps as f64;
+    (model, t0.elapsed().as_secs_f64() / steps.max(1) as f64)
+}
+
+fn mnist_mlp(
+    sparsity: Sparsity,
+    storage: Option<Storage>,
+    hidden: usize,
+    device: &Device,
+) -> SetMlp {
+    SetMlpConfig::new(784, vec![hidden; 3], 10)
+        .with_sparsity(sparsity)
+        .with_storage(storage)
+        .init(device)
+}
+
+/// Times one SET evolution of the MNIST SET-MLP 784-1000-1000-1000-10 (ε = 20, masked storage)
+/// against an epoch of training (SGD steps at batch 128 on synthetic inputs, extrapolated to
+/// 469 steps).
+pub fn evolve(device: &Device, timed_steps: usize, timed_evolutions: usize) -> EvolveBench {
+    let device = device.clone().autodiff();
+    let batch = 128;
+    let model = mnist_mlp(Sparsity::Set, Some(Storage::Masked), 1000, &device);
+    let (mut model, step_seconds) = time_sgd_steps(model, 784, batch, 3, timed_steps, &device);
     let steps_per_epoch = 60_000usize.div_ceil(batch);
     let epoch_seconds = step_seconds * steps_per_epoch as f64;
 
@@ -153,4 +179,103 @@ pub fn evolve(device: &Device, timed_steps: usize, timed_evolutions: usize) -> E
         timed_evolutions,
         inputs: "synthetic uniform inputs and random labels (timing only)",
     }
+}
+
+/// Result of `bench sparse-mlp`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SparseMlpBench {
+    /// Seconds per MNIST epoch (469 steps of 128) with truly sparse storage.
+    pub sparse_seconds_per_epoch: f64,
+    /// The same with masked storage.
+    pub masked_seconds_per_epoch: f64,
+    /// The dense MLP of the same shape.
+    pub dense_seconds_per_epoch: f64,
+    /// dense / sparse.
+    pub sparse_vs_dense: f64,
+    /// masked / sparse.
+    pub sparse_vs_masked: f64,
+    /// Steps timed per variant (the epoch time is extrapolated from them).
+    pub timed_steps: usize,
+    /// Note on inputs.
+    pub inputs: &'static str,
+}
+
+/// SET-MLP 784-1000-1000-1000-10 (ε = 20, batch 128) per-epoch time with sparse and masked
+/// storage, against the dense MLP, measured in the same run.
+pub fn sparse_mlp(device: &Device, timed_steps: usize) -> SparseMlpBench {
+    let device = device.clone().autodiff();
+    let steps_per_epoch = 60_000f64 / 128.0;
+    let time = |sparsity, storage| {
+        let model = mnist_mlp(sparsity, storage, 1000, &device);
+        time_sgd_steps(model, 784, 128, 3, timed_steps, &device).1 * steps_per_epoch
+    };
+    let sparse = time(Sparsity::Set, Some(Storage::Sparse));
+    let masked = time(Sparsity::Set, Some(Storage::Masked));
+    let dense = time(Sparsity::Dense, None);
+    SparseMlpBench {
+        sparse_seconds_per_epoch: sparse,
+        masked_seconds_per_epoch: masked,
+        dense_seconds_per_epoch: dense,
+        sparse_vs_dense: dense / sparse,
+        sparse_vs_masked: masked / sparse,
+        timed_steps,
+        inputs: "synthetic uniform inputs and random labels (timing only); epoch = 469 steps of 128",
+    }
+}
+
+/// Result of `bench scale`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ScaleBench {
+    /// Neurons per hidden layer.
+    pub hidden: usize,
+    /// Connections in the three sparse layers.
+    pub connections: u64,
+    /// Samples in the epoch.
+    pub samples: usize,
+    /// Seconds for one epoch of `samples` (all steps run, plus one evolution).
+    pub epoch_seconds: f64,
+    /// Seconds of the evolution at the end of the epoch.
+    pub evolution_seconds: f64,
+    /// Peak resident memory of the process (VmHWM), GB.
+    pub peak_memory_gb: f64,
+    /// Storage used.
+    pub storage: Storage,
+}
+
+/// One epoch of a 784-N-N-N-10 SET-MLP (ε = 20, batch 128, synthetic inputs) and its peak memory.
+pub fn scale(device: &Device, hidden: usize, samples: usize, storage: Storage) -> ScaleBench {
+    let device = device.clone().autodiff();
+    let batch = 128;
+    let model = mnist_mlp(Sparsity::Set, Some(storage), hidden, &device);
+    let connections = crate::layers::topology_summary(&model).connections;
+    let steps = samples.div_ceil(batch);
+    let t0 = Instant::now();
+    let (model, _) = time_sgd_steps(model, 784, batch, 0, steps, &device);
+    let cb = SetCallback::new(EvolutionConfig::new());
+    let t1 = Instant::now();
+    let (model, _) = cb.evolve(model, 1, steps, 1);
+    let evolution_seconds = t1.elapsed().as_secs_f64();
+    drop(model);
+    ScaleBench {
+        hidden,
+        connections,
+        samples,
+        epoch_seconds: t0.elapsed().as_secs_f64(),
+        evolution_seconds,
+        peak_memory_gb: peak_rss_gb(),
+        storage,
+    }
+}
+
+/// Peak resident set size of this process in GB (Linux `VmHWM`; 0 elsewhere).
+pub fn peak_rss_gb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0 / 1024.0)
+        .unwrap_or(0.0)
 }

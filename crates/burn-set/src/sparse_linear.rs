@@ -4,9 +4,9 @@
 //! `row · d_output + col`). Nothing of size `d_input × d_output` is ever allocated — not in
 //! init, forward, backward, evolution, saving or loading.
 //!
-//! The forward pass is Burn's portable gather/scatter: `x.select(1, rows) * values` then
-//! `zeros.select_assign(1, cols, …, Add)`, whose cost is ∝ batch × nnz on every backend and
-//! which has autodiff. It computes exactly what a [`SetLinear`](crate::set_linear::SetLinear)
+//! The forward pass is Burn's portable gather/scatter in a feature-major layout:
+//! `xᵀ.select(0, rows) * values` then `zeros.select_assign(0, cols, …, Add)`, whose cost is
+//! ∝ batch × nnz on every backend and which has autodiff. It computes exactly what a [`SetLinear`](crate::set_linear::SetLinear)
 //! with the same topology and weights computes.
 
 use crate::set_linear::{SetLinearConfig, Sparsity, float_data};
@@ -167,17 +167,20 @@ impl SparseSetLinear {
             dims
         );
         let batch: usize = dims[..D - 1].iter().product();
-        let x: Tensor<2> = input.reshape([batch, self.d_input]);
+        // Feature-major: every connection becomes a contiguous row of `batch` values, so the
+        // gather and the scatter-add (and their backward passes) move whole rows.
+        let xt: Tensor<2> = input.reshape([batch, self.d_input]).transpose(); // [d_in, B]
         let index = self.structure.index();
-        let gathered = x.select(1, index.rows.val()); // [B, nnz]
-        let prod = gathered * self.values.val().unsqueeze_dim::<2>(0);
+        let gathered = xt.select(0, index.rows.val()); // [nnz, B]
+        let prod = gathered * self.values.val().unsqueeze_dim::<2>(1);
         let device = prod.device();
-        let mut y = Tensor::<2>::zeros([batch, self.d_output], &device).select_assign(
-            1,
+        let yt = Tensor::<2>::zeros([self.d_output, batch], &device).select_assign(
+            0,
             index.cols.val(),
             prod,
             IndexingUpdateOp::Add,
-        );
+        ); // [d_out, B]
+        let mut y = yt.transpose();
         if let Some(b) = &self.bias {
             y = y + b.val().unsqueeze_dim::<2>(0);
         }

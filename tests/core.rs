@@ -363,3 +363,35 @@ fn set_callback_evolves_inside_a_real_supervised_training() {
     }
     assert_eq!(cb.stats().connections, n0 - pruned as u64);
 }
+
+#[test]
+fn step_period_evolves_inside_the_epoch() {
+    use burn_set::evolution::EvolutionPeriod;
+    let device = dev().autodiff();
+    let model = tiny_mlp(&device, Sparsity::Set);
+    let train = embedded_mnist(Split::Train).unwrap().limit(256);
+    let test = embedded_mnist(Split::Test).unwrap().limit(64);
+    let dl_train = DataLoaderBuilder::new(ClassificationBatcher::new())
+        .batch_size(64)
+        .build(ClassificationDataset::new(train));
+    let dl_test = DataLoaderBuilder::new(ClassificationBatcher::new())
+        .batch_size(64)
+        .build(ClassificationDataset::new(test));
+    let cb = SetCallback::new(
+        EvolutionConfig::new()
+            .with_period(EvolutionPeriod::Steps { n: 3 })
+            .with_final_prune(false),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let optim = SgdConfig::new().init();
+    SupervisedTraining::new(dir.path(), dl_train, dl_test)
+        .metrics((AccuracyMetric::new(), LossMetric::new()))
+        .with_set(&cb)
+        .with_application_logger(None)
+        .num_epochs(2)
+        .launch(Learner::new(model, optim, 0.01));
+    // 2 epochs × 4 steps: evolutions after global steps 3 and 6; none at epoch ends, no final prune
+    let steps: Vec<usize> = cb.history().iter().map(|r| r.step).collect();
+    assert_eq!(steps, vec![3, 6]);
+    assert!(cb.history().iter().all(|r| !r.final_prune));
+}

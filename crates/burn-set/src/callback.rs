@@ -86,14 +86,10 @@ impl SetCallback {
 
     /// Total seconds spent evolving.
     pub fn evolution_seconds(&self) -> f64 {
-        self.state
-            .lock()
-            .unwrap()
-            .history
-            .iter()
-            .map(|r| r.seconds)
-            .sum()
+        let st = self.state.lock().unwrap();
+        st.history.iter().fold(0.0, |acc, r| acc + r.seconds)
     }
+
 
     /// Current topology statistics.
     pub fn stats(&self) -> TopologyStats {

@@ -5,11 +5,14 @@ use burn_set::backend::BackendKind;
 use burn_set::bench;
 use burn_set::data::{ClassificationData, DatasetKind, Split, load_classification};
 use burn_set::experiment::{MlpRun, run_mlp};
+use burn_set::layers::Storage;
 use burn_set::set_linear::Sparsity;
 use burn_set::srelu::ActivationKind;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+mod cnn;
 
 /// Sparse Evolutionary Training (Mocanu et al. 2018) with Burn.
 #[derive(Parser)]
@@ -23,6 +26,8 @@ struct Cli {
 enum Command {
     /// Train an MLP (SET-MLP, MLPFixProb or dense MLP) with Burn's Learner.
     Mlp(MlpArgs),
+    /// Train the CIFAR10 CNN with a SET / FixProb / dense head (SET-CNN, CNNFixProb, CNN).
+    Cnn(cnn::CnnArgs),
     /// Benchmarks printed as ratios against a baseline measured in the same run.
     Bench {
         #[command(subcommand)]
@@ -74,6 +79,9 @@ struct MlpArgs {
     /// ndarray | flex | wgpu
     #[arg(long, default_value = "ndarray")]
     backend: BackendKind,
+    /// sparse | masked storage of the sparse layers (default: the faster one for the shape)
+    #[arg(long)]
+    storage: Option<Storage>,
     /// Where Burn writes logs and checkpoints.
     #[arg(long, default_value = "artifacts/mlp")]
     artifacts: PathBuf,
@@ -88,6 +96,31 @@ enum BenchCmd {
     MaskedLinear {
         #[arg(long, default_value_t = 30)]
         iterations: usize,
+        #[arg(long, default_value = "ndarray")]
+        backend: BackendKind,
+        #[arg(long)]
+        json: bool,
+    },
+    /// SET-MLP epoch time with sparse vs masked storage vs the dense MLP (MNIST shape).
+    SparseMlp {
+        #[arg(long, default_value_t = 10)]
+        steps: usize,
+        #[arg(long, default_value = "ndarray")]
+        backend: BackendKind,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One epoch time and peak memory of a 784-N-N-N-10 SET-MLP.
+    Scale {
+        /// Neurons per hidden layer.
+        #[arg(long, default_value_t = 1000)]
+        hidden: usize,
+        /// Samples in the epoch.
+        #[arg(long, default_value_t = 10_000)]
+        samples: usize,
+        /// sparse | masked
+        #[arg(long, default_value = "sparse")]
+        storage: Storage,
         #[arg(long, default_value = "ndarray")]
         backend: BackendKind,
         #[arg(long)]
@@ -149,6 +182,7 @@ fn mlp(a: MlpArgs) -> Result<(), String> {
         backend: a.backend,
         artifacts: a.artifacts,
         num_workers: 1,
+        storage: a.storage,
     };
     let report = run_mlp(&run, train, test)?;
     if a.json {
@@ -187,6 +221,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Mlp(a) => mlp(a),
+        Command::Cnn(a) => cnn::cnn(a),
         Command::Bench { which } => match which {
             BenchCmd::MaskedLinear {
                 iterations,
@@ -195,6 +230,22 @@ fn main() -> ExitCode {
             } => backend
                 .device()
                 .and_then(|d| print(&bench::masked_linear(&d, iterations.max(1)), json)),
+            BenchCmd::SparseMlp {
+                steps,
+                backend,
+                json,
+            } => backend
+                .device()
+                .and_then(|d| print(&bench::sparse_mlp(&d, steps.max(1)), json)),
+            BenchCmd::Scale {
+                hidden,
+                samples,
+                storage,
+                backend,
+                json,
+            } => backend
+                .device()
+                .and_then(|d| print(&bench::scale(&d, hidden, samples.max(1), storage), json)),
             BenchCmd::Evolve {
                 steps,
                 evolutions,

@@ -6,9 +6,11 @@
 pub mod backend;
 pub mod bench;
 pub mod callback;
+pub mod cnn;
 pub mod data;
 pub mod evolution;
 pub mod experiment;
+pub mod head;
 pub mod layers;
 pub mod metrics;
 pub mod mlp;

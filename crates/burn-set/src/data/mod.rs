@@ -8,6 +8,7 @@
 //! file and what was expected; nothing panics and no samples are silently dropped.
 
 pub mod binary;
+pub mod cifar;
 pub mod classification;
 pub mod embedded;
 pub mod error;
@@ -25,6 +26,12 @@ pub use binary::{
     BinaryBatch, BinaryBatcher, BinaryData, BinaryDataset, BinaryDatasetKind, BinaryDensitySet,
     BinarySplit, EMBEDDED_DNA_LENS, SplitSource, binarize, embedded_dna, load_binary_density,
     load_binary_file, load_binary_split, parse_binary,
+};
+pub use cifar::{
+    AugmentingBatcher, CIFAR10_CLASSES, CIFAR10_FEATURES, CIFAR10_MEAN, CIFAR10_STD, CifarImages,
+    EMBEDDED_CIFAR10_TEST_LEN, EMBEDDED_CIFAR10_TRAIN_LEN, augment_chw, embedded_cifar10,
+    load_cifar10, load_cifar10_binary, load_cifar10_image_dir, load_cifar10_tar,
+    parse_cifar10_batch,
 };
 pub use classification::{
     ClassificationBatch, ClassificationBatcher, ClassificationData, ClassificationDataset,

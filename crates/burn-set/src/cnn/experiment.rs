@@ -1,0 +1,269 @@
+//! The paper's CNN comparison as a library call: data → SET-CNN / CNNFixProb / CNN → Burn
+//! training with SET → report. Same training path as
+//! [`run_mlp`](crate::experiment::run_mlp): `SupervisedTraining` with
+//! [`SetTrainingExt::with_set`]. The CLI's `burn-set cnn` is a thin shell over [`run_cnn`].
+
+use super::model::SetCnnConfig;
+use crate::backend::BackendKind;
+use crate::callback::{EvolutionRecord, SetCallback};
+use crate::data::{
+    AugmentingBatcher, CIFAR10_FEATURES, ClassificationBatcher, ClassificationData,
+    ClassificationDataset,
+};
+use crate::evolution::EvolutionConfig;
+use crate::layers::topology_summary;
+use crate::set_linear::Sparsity;
+use crate::strategy::SetTrainingExt;
+use burn::data::dataloader::DataLoaderBuilder;
+use burn::optim::SgdConfig;
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::train::metric::{AccuracyMetric, LossMetric};
+use burn::train::{Learner, LearnerSummary, SupervisedTraining};
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Everything that defines one CNN training run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CnnRun {
+    /// Dataset name (reported only).
+    pub dataset: String,
+    /// Head variant: dense / FixProb / SET.
+    pub model: Sparsity,
+    /// Epochs.
+    pub epochs: usize,
+    /// Head hidden widths.
+    pub head_widths: Vec<usize>,
+    /// ε.
+    pub epsilon: f64,
+    /// ζ.
+    pub zeta: f64,
+    /// Dropout rate (backbone and head).
+    pub dropout: f64,
+    /// Mini-batch size.
+    pub batch_size: usize,
+    /// SGD learning rate.
+    pub lr: f64,
+    /// SGD momentum.
+    pub momentum: f64,
+    /// L2 weight decay.
+    pub weight_decay: f64,
+    /// Random crop (padding 4) + horizontal flip of the training images.
+    pub augment: bool,
+    /// Seed of topology, initial weights, shuffling, augmentation and evolution.
+    pub seed: u64,
+    /// Backend.
+    pub backend: BackendKind,
+    /// Where Burn writes logs and checkpoints.
+    pub artifacts: PathBuf,
+    /// Data loader worker threads (1 keeps augmentation reproducible).
+    pub num_workers: usize,
+}
+
+impl CnnRun {
+    /// The paper's CIFAR10 settings for `model` (epochs: 10 here, 1000 in the paper).
+    pub fn paper(model: Sparsity) -> Self {
+        Self {
+            dataset: "cifar10".into(),
+            model,
+            epochs: 10,
+            head_widths: vec![2048, 2048],
+            epsilon: 20.0,
+            zeta: 0.3,
+            dropout: 0.3,
+            batch_size: 128,
+            lr: 0.01,
+            momentum: 0.9,
+            weight_decay: 0.0002,
+            augment: true,
+            seed: 42,
+            backend: BackendKind::Ndarray,
+            artifacts: std::env::temp_dir().join("burn-set-artifacts-cnn"),
+            num_workers: 1,
+        }
+    }
+}
+
+/// What a CNN run measured (the CLI prints it as JSON).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CnnReport {
+    /// dense / fixprob / set.
+    pub model: String,
+    /// Dataset name.
+    pub dataset: String,
+    /// Epochs trained.
+    pub epochs: usize,
+    /// Test accuracy (%) after the last epoch (after SET's final prune).
+    pub test_accuracy: f64,
+    /// Best test accuracy (%) over the epochs.
+    pub best_test_accuracy: f64,
+    /// Test accuracy (%) of every epoch.
+    pub test_accuracy_per_epoch: Vec<f64>,
+    /// Weights in the head's sparse (hidden) layers after training, biases excluded.
+    pub connections: u64,
+    /// Weights the same layers have when dense.
+    pub dense_connections: u64,
+    /// Trainable weights of the whole head (hidden connections + biases + output layer); the
+    /// paper's "8,413,194 vs 184,842".
+    pub head_weights: u64,
+    /// The same head's weights when dense.
+    pub dense_head_weights: u64,
+    /// Weights (with biases) of the conv layers (287,008).
+    pub conv_weights: u64,
+    /// Wall-clock seconds per epoch (training, validation and evolution).
+    pub seconds_per_epoch: f64,
+    /// Total seconds spent in SET evolution.
+    pub evolution_seconds: f64,
+    /// Training samples.
+    pub train_samples: usize,
+    /// Test samples.
+    pub test_samples: usize,
+    /// Whether training images were augmented.
+    pub augment: bool,
+    /// Backend used.
+    pub backend: BackendKind,
+    /// Every evolution step.
+    pub evolutions: Vec<EvolutionRecord>,
+}
+
+/// Trains the CNN `run` describes on `train` (CIFAR10-shaped: 3,072 CHW features), validating
+/// on `test` after every epoch, through Burn's `SupervisedTraining` with
+/// [`SetTrainingExt::with_set`].
+pub fn run_cnn(
+    run: &CnnRun,
+    train: ClassificationData,
+    test: ClassificationData,
+) -> Result<CnnReport, String> {
+    if run.epochs == 0 {
+        return Err("epochs must be at least 1".into());
+    }
+    if run.batch_size == 0 {
+        return Err("batch size must be at least 1".into());
+    }
+    if train.is_empty() || test.is_empty() {
+        return Err("training and test sets must not be empty".into());
+    }
+    for (name, d) in [("train", &train), ("test", &test)] {
+        if d.n_features != CIFAR10_FEATURES {
+            return Err(format!(
+                "{name} has {} features per sample; the CNN needs 3×32×32 = {CIFAR10_FEATURES}",
+                d.n_features
+            ));
+        }
+    }
+    let device = run.backend.device()?.autodiff();
+    device.seed(run.seed);
+    let config = SetCnnConfig::new()
+        .with_sparsity(run.model)
+        .with_epsilon(run.epsilon)
+        .with_head_widths(run.head_widths.clone())
+        .with_dropout(run.dropout)
+        .with_seed(run.seed)
+        .with_num_classes(train.n_classes.max(test.n_classes));
+    let model = config.try_init(&device).map_err(|e| e.to_string())?;
+    let dense_head_weights = dense_head_weights(
+        crate::cnn::SetCnn::FEATURES,
+        &run.head_widths,
+        config.num_classes,
+    );
+    let optim = SgdConfig::new()
+        .with_momentum((run.momentum > 0.0).then(|| {
+            MomentumConfig::new()
+                .with_momentum(run.momentum)
+                .with_dampening(0.0)
+        }))
+        .with_weight_decay(
+            (run.weight_decay > 0.0).then(|| WeightDecayConfig::new(run.weight_decay as f32)),
+        )
+        .init();
+    let callback = SetCallback::try_new(
+        EvolutionConfig::new()
+            .with_zeta(run.zeta)
+            .with_seed(run.seed),
+    )?;
+    let (n_train, n_test) = (train.len(), test.len());
+    let train_ds = ClassificationDataset::new(train);
+    let dl_train = if run.augment {
+        DataLoaderBuilder::new(AugmentingBatcher::new(run.seed))
+            .batch_size(run.batch_size)
+            .shuffle(run.seed)
+            .num_workers(run.num_workers)
+            .build(train_ds)
+    } else {
+        DataLoaderBuilder::new(ClassificationBatcher::new())
+            .batch_size(run.batch_size)
+            .shuffle(run.seed)
+            .num_workers(run.num_workers)
+            .build(train_ds)
+    };
+    let dl_test = DataLoaderBuilder::new(ClassificationBatcher::new())
+        .batch_size(run.batch_size.max(256))
+        .num_workers(run.num_workers)
+        .build(ClassificationDataset::new(test));
+
+    // Logs of an earlier run in the same folder would mix with this one's.
+    for split in ["train", "valid"] {
+        let _ = std::fs::remove_dir_all(run.artifacts.join(split));
+    }
+    std::fs::create_dir_all(&run.artifacts).map_err(|e| {
+        format!(
+            "cannot create artifacts folder {}: {e}",
+            run.artifacts.display()
+        )
+    })?;
+
+    let t0 = Instant::now();
+    let result = SupervisedTraining::new(&run.artifacts, dl_train, dl_test)
+        .metrics((AccuracyMetric::new(), LossMetric::new()))
+        .with_set(&callback)
+        .num_epochs(run.epochs)
+        .summary()
+        .launch(Learner::new(model, optim, run.lr));
+    let seconds = t0.elapsed().as_secs_f64();
+    let model = result.model;
+
+    let acc = LearnerSummary::new(&run.artifacts, &["Accuracy"])
+        .ok()
+        .and_then(|s| s.metrics.valid.into_iter().find(|m| m.name == "Accuracy"))
+        .map(|m| m.entries.iter().map(|e| e.value).collect::<Vec<_>>())
+        .unwrap_or_default();
+    if acc.is_empty() {
+        return Err(format!(
+            "no validation accuracy was logged in {}",
+            run.artifacts.display()
+        ));
+    }
+    let epochs = acc.len();
+    let summary = topology_summary(&model.head);
+    Ok(CnnReport {
+        model: run.model.name().to_string(),
+        dataset: run.dataset.clone(),
+        epochs,
+        test_accuracy: *acc.last().unwrap(),
+        best_test_accuracy: acc.iter().cloned().fold(f64::MIN, f64::max),
+        test_accuracy_per_epoch: acc,
+        connections: summary.connections,
+        dense_connections: summary.dense_connections,
+        head_weights: model.head.trainable_weights(),
+        dense_head_weights,
+        conv_weights: model.conv_weights(),
+        seconds_per_epoch: seconds / epochs as f64,
+        evolution_seconds: callback.evolution_seconds(),
+        train_samples: n_train,
+        test_samples: n_test,
+        augment: run.augment,
+        backend: run.backend,
+        evolutions: callback.history(),
+    })
+}
+
+/// Weights (with biases) of a dense head `d_input → hidden… → d_output`.
+pub fn dense_head_weights(d_input: usize, hidden: &[usize], d_output: usize) -> u64 {
+    let mut d_in = d_input as u64;
+    let mut n = 0;
+    for &w in hidden.iter().chain(std::iter::once(&d_output)) {
+        n += d_in * w as u64 + w as u64;
+        d_in = w as u64;
+    }
+    n
+}

@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod cnn;
+mod rbm;
 
 /// Sparse Evolutionary Training (Mocanu et al. 2018) with Burn.
 #[derive(Parser)]
@@ -28,6 +29,8 @@ enum Command {
     Mlp(MlpArgs),
     /// Train the CIFAR10 CNN with a SET / FixProb / dense head (SET-CNN, CNNFixProb, CNN).
     Cnn(cnn::CnnArgs),
+    /// Train an RBM (SET-RBM, RBMFixProb or dense RBM) by CD-k; test log-likelihood by AIS.
+    Rbm(rbm::RbmArgs),
     /// Benchmarks printed as ratios against a baseline measured in the same run.
     Bench {
         #[command(subcommand)]
@@ -222,6 +225,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Mlp(a) => mlp(a),
         Command::Cnn(a) => cnn::cnn(a),
+        Command::Rbm(a) => rbm::rbm(a),
         Command::Bench { which } => match which {
             BenchCmd::MaskedLinear {
                 iterations,

@@ -14,6 +14,7 @@ pub mod head;
 pub mod layers;
 pub mod metrics;
 pub mod mlp;
+pub mod rbm;
 pub mod set_linear;
 pub mod sparse_linear;
 pub mod srelu;

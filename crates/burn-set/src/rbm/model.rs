@@ -10,7 +10,6 @@ use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::Initializer;
 use burn::optim::GradientsParams;
-use burn::tensor::activation::sigmoid;
 use burn::tensor::{Device, Tensor, TensorData};
 use burn::train::{InferenceStep, TrainOutput, TrainStep};
 use std::sync::{Arc, Mutex};
@@ -38,9 +37,9 @@ pub struct SetRbmConfig {
     /// particles instead of restarting at the data.
     #[config(default = false)]
     pub persistent: bool,
-    /// Standard deviation of the initial weights, N(0, σ²) on the connections (Hinton's guide:
-    /// 0.01).
-    #[config(default = 0.01)]
+    /// Standard deviation of the initial weights, N(0, σ²) on the connections. The default 0.05
+    /// is the authors' SET-RBM reference code (`randn / 20`); Hinton's practical guide uses 0.01.
+    #[config(default = 0.05)]
     pub init_std: f64,
 }
 
@@ -62,7 +61,11 @@ struct SamplerState {
 
 impl std::fmt::Debug for CdSampler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "CdSampler {{ k: {}, persistent: {} }}", self.k, self.persistent)
+        write!(
+            f,
+            "CdSampler {{ k: {}, persistent: {} }}",
+            self.k, self.persistent
+        )
     }
 }
 
@@ -116,7 +119,10 @@ impl SetRbmConfig {
             return Err("cd_k must be at least 1".into());
         }
         if !(self.init_std.is_finite() && self.init_std >= 0.0) {
-            return Err(format!("init_std must be finite and ≥ 0, got {}", self.init_std));
+            return Err(format!(
+                "init_std must be finite and ≥ 0, got {}",
+                self.init_std
+            ));
         }
         Ok(())
     }
@@ -167,6 +173,14 @@ impl SetRbmConfig {
             sampler: CdSampler::new(self.cd_k, self.persistent, self.seed),
         })
     }
+}
+
+/// The logistic function `σ(x) = 1 / (1 + e^−x)` as four elementwise ops (exact limits 0 and 1
+/// for large |x|). On Burn's CPU backends this is 2–3× faster than
+/// `burn::tensor::activation::sigmoid`, which goes through a numerically guarded log-space
+/// formula that sampling does not need.
+pub fn sigmoid<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    (x.neg().exp() + 1.0).recip()
 }
 
 /// Numerically stable `softplus(x) = log(1 + eˣ) = max(x, 0) + log1p(e^−|x|)`.
@@ -228,7 +242,11 @@ impl SetRbm {
     /// Sets the visible bias to `log(p / (1 − p))` of the given marginals (clamped to
     /// `[1e-3, 1 − 1e-3]`), as Hinton's practical guide recommends.
     pub fn with_visible_marginals(mut self, marginals: &[f64]) -> Self {
-        assert_eq!(marginals.len(), self.n_visible(), "one marginal per visible unit");
+        assert_eq!(
+            marginals.len(),
+            self.n_visible(),
+            "one marginal per visible unit"
+        );
         let b: Vec<f32> = marginals
             .iter()
             .map(|&p| {
@@ -262,7 +280,9 @@ impl SetRbm {
         let v = v.inner();
         let n = v.dims()[0];
         let vis = v.clone().matmul(b.unsqueeze_dim(1)).reshape([n]);
-        let hid = softplus(v.matmul(w) + c.unsqueeze()).sum_dim(1).reshape([n]);
+        let hid = softplus(v.matmul(w) + c.unsqueeze())
+            .sum_dim(1)
+            .reshape([n]);
         (vis + hid).neg()
     }
 
@@ -347,9 +367,16 @@ impl SetRbm {
         drop(st);
 
         let scale = 1.0 / n.max(1) as f64;
-        let gw = (vk.clone().transpose().matmul(phk.clone())
-            - v0.clone().transpose().matmul(ph0.clone()))
-        .mul_scalar(scale);
+        // −ΔW = (v_kᵀ p(h|v_k) − v₀ᵀ p(h|v₀)) / n as one matmul: [v_k; v₀]ᵀ [p_k; −p₀] / n.
+        let lhs = Tensor::cat(vec![vk.clone(), v0.clone()], 0);
+        let rhs = Tensor::cat(
+            vec![
+                phk.clone().mul_scalar(scale),
+                ph0.clone().mul_scalar(-scale),
+            ],
+            0,
+        );
+        let gw = lhs.transpose().matmul(rhs);
         let gw = match &self.weights.mask {
             Some(m) => gw * m.val().inner(),
             None => gw,
@@ -360,10 +387,7 @@ impl SetRbm {
 
         let mut grads = GradientsParams::new();
         grads.register(self.weights.weight.id, gw);
-        grads.register(
-            self.weights.bias.as_ref().expect("hidden bias").id,
-            gc,
-        );
+        grads.register(self.weights.bias.as_ref().expect("hidden bias").id, gc);
         grads.register(self.visible_bias.id, gb);
         CdStep {
             grads,
@@ -377,8 +401,9 @@ impl SetRbm {
         let nh = self.n_hidden();
         match &self.weights.mask {
             Some(m) => m.val().inner().sum_dim(0).reshape([nh]),
-            None => Tensor::full([nh], self.n_visible() as f32, &self.visible_bias.device())
-                .inner(),
+            None => {
+                Tensor::full([nh], self.n_visible() as f32, &self.visible_bias.device()).inner()
+            }
         }
     }
 }

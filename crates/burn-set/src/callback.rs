@@ -90,7 +90,6 @@ impl SetCallback {
         st.history.iter().fold(0.0, |acc, r| acc + r.seconds)
     }
 
-
     /// Current topology statistics.
     pub fn stats(&self) -> TopologyStats {
         self.state.lock().unwrap().stats

@@ -3,21 +3,27 @@
 
 use crate::backend::BackendKind;
 use crate::callback::{EvolutionRecord, SetCallback};
-use crate::data::{ClassificationBatcher, ClassificationData, ClassificationDataset};
+use crate::data::{
+    ClassificationBatch, ClassificationBatcher, ClassificationData, ClassificationDataset,
+};
 use crate::evolution::EvolutionConfig;
 use crate::layers::topology_summary;
 use crate::mlp::SetMlpConfig;
 use crate::set_linear::Sparsity;
 use crate::srelu::ActivationKind;
 use crate::strategy::SetTrainingExt;
-use burn::data::dataloader::DataLoaderBuilder;
+use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
 use burn::module::Module;
-use burn::optim::SgdConfig;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
+use burn::optim::{ModuleOptimizer, SgdConfig};
 use burn::train::metric::{AccuracyMetric, LossMetric};
-use burn::train::{Learner, LearnerSummary, SupervisedTraining};
-use std::path::PathBuf;
+use burn::train::{
+    ClassificationOutput, InferenceStep, Learner, LearnerModel, LearnerSummary, SupervisedTraining,
+    TrainStep,
+};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Everything that defines one MLP training run.
@@ -155,16 +161,7 @@ pub fn run_mlp(
     .with_seed(run.seed)
     .try_init(&device)
     .map_err(|e| e.to_string())?;
-    let optim = SgdConfig::new()
-        .with_momentum((run.momentum > 0.0).then(|| {
-            MomentumConfig::new()
-                .with_momentum(run.momentum)
-                .with_dampening(0.0)
-        }))
-        .with_weight_decay(
-            (run.weight_decay > 0.0).then(|| WeightDecayConfig::new(run.weight_decay as f32)),
-        )
-        .init();
+    let optim = paper_sgd(run.momentum, run.weight_decay);
     let callback = SetCallback::try_new(
         EvolutionConfig::new()
             .with_zeta(run.zeta)
@@ -176,43 +173,21 @@ pub fn run_mlp(
         .shuffle(run.seed)
         .num_workers(run.num_workers)
         .build(ClassificationDataset::new(train));
-    let dl_test = DataLoaderBuilder::new(ClassificationBatcher::new())
-        .batch_size(run.batch_size.max(256))
-        .num_workers(run.num_workers)
-        .build(ClassificationDataset::new(test));
-
-    // Logs of an earlier run in the same folder would mix with this one's.
-    for split in ["train", "valid"] {
-        let _ = std::fs::remove_dir_all(run.artifacts.join(split));
-    }
-    std::fs::create_dir_all(&run.artifacts).map_err(|e| {
-        format!(
-            "cannot create artifacts folder {}: {e}",
-            run.artifacts.display()
-        )
-    })?;
-
-    let t0 = Instant::now();
-    let result = SupervisedTraining::new(&run.artifacts, dl_train, dl_test)
-        .metrics((AccuracyMetric::new(), LossMetric::new()))
-        .with_set(&callback)
-        .num_epochs(run.epochs)
-        .summary()
-        .launch(Learner::new(model, optim, run.lr));
-    let seconds = t0.elapsed().as_secs_f64();
-    let model = result.model;
-
-    let acc = LearnerSummary::new(&run.artifacts, &["Accuracy"])
-        .ok()
-        .and_then(|s| s.metrics.valid.into_iter().find(|m| m.name == "Accuracy"))
-        .map(|m| m.entries.iter().map(|e| e.value).collect::<Vec<_>>())
-        .unwrap_or_default();
-    if acc.is_empty() {
-        return Err(format!(
-            "no validation accuracy was logged in {}",
-            run.artifacts.display()
-        ));
-    }
+    let dl_test = test_loader(test, run.batch_size, run.num_workers);
+    let Trained {
+        model,
+        accuracy_per_epoch: acc,
+        seconds,
+    } = train_with_set(
+        model,
+        optim,
+        run.lr,
+        dl_train,
+        dl_test,
+        &callback,
+        run.epochs,
+        &run.artifacts,
+    )?;
     let epochs = acc.len();
     let summary = topology_summary(&model);
     // num_params counts the masks and the masked-out (zero) weights: neither is trainable.
@@ -235,5 +210,96 @@ pub fn run_mlp(
         test_samples: n_test,
         backend: run.backend,
         evolutions: callback.history(),
+    })
+}
+
+/// The paper's optimizer: SGD with momentum (no dampening) and L2 weight decay.
+pub fn paper_sgd(momentum: f64, weight_decay: f64) -> ModuleOptimizer {
+    SgdConfig::new()
+        .with_momentum((momentum > 0.0).then(|| {
+            MomentumConfig::new()
+                .with_momentum(momentum)
+                .with_dampening(0.0)
+        }))
+        .with_weight_decay(
+            (weight_decay > 0.0).then(|| WeightDecayConfig::new(weight_decay as f32)),
+        )
+        .init()
+}
+
+/// The test-set loader of the experiments (no shuffling, batches of at least 256).
+pub fn test_loader(
+    test: ClassificationData,
+    batch_size: usize,
+    num_workers: usize,
+) -> Arc<dyn DataLoader<ClassificationBatch>> {
+    DataLoaderBuilder::new(ClassificationBatcher::new())
+        .batch_size(batch_size.max(256))
+        .num_workers(num_workers)
+        .build(ClassificationDataset::new(test))
+}
+
+/// A model trained by [`train_with_set`].
+pub struct Trained<M> {
+    /// The trained model (after SET's final prune).
+    pub model: M,
+    /// Test accuracy (%) after every epoch, as Burn logged it.
+    pub accuracy_per_epoch: Vec<f64>,
+    /// Wall-clock seconds of the whole training.
+    pub seconds: f64,
+}
+
+/// Trains a classifier through Burn's `SupervisedTraining` with SET
+/// ([`SetTrainingExt::with_set`]), validating on `dl_test` after every epoch, and reads the
+/// per-epoch accuracies back from Burn's logs in `artifacts` (whose `train`/`valid` logs of an
+/// earlier run are removed first, so that they do not mix).
+#[allow(clippy::too_many_arguments)]
+pub fn train_with_set<M>(
+    model: M,
+    optim: ModuleOptimizer,
+    lr: f64,
+    dl_train: Arc<dyn DataLoader<ClassificationBatch>>,
+    dl_test: Arc<dyn DataLoader<ClassificationBatch>>,
+    callback: &SetCallback,
+    epochs: usize,
+    artifacts: &Path,
+) -> Result<Trained<M>, String>
+where
+    M: LearnerModel
+        + TrainStep<Input = ClassificationBatch, Output = ClassificationOutput>
+        + InferenceStep<Input = ClassificationBatch, Output = ClassificationOutput>,
+{
+    for split in ["train", "valid"] {
+        let _ = std::fs::remove_dir_all(artifacts.join(split));
+    }
+    std::fs::create_dir_all(artifacts).map_err(|e| {
+        format!(
+            "cannot create artifacts folder {}: {e}",
+            artifacts.display()
+        )
+    })?;
+    let t0 = Instant::now();
+    let result = SupervisedTraining::new(artifacts, dl_train, dl_test)
+        .metrics((AccuracyMetric::new(), LossMetric::new()))
+        .with_set(callback)
+        .num_epochs(epochs)
+        .summary()
+        .launch(Learner::new(model, optim, lr));
+    let seconds = t0.elapsed().as_secs_f64();
+    let acc = LearnerSummary::new(artifacts, &["Accuracy"])
+        .ok()
+        .and_then(|s| s.metrics.valid.into_iter().find(|m| m.name == "Accuracy"))
+        .map(|m| m.entries.iter().map(|e| e.value).collect::<Vec<_>>())
+        .unwrap_or_default();
+    if acc.is_empty() {
+        return Err(format!(
+            "no validation accuracy was logged in {}",
+            artifacts.display()
+        ));
+    }
+    Ok(Trained {
+        model: result.model,
+        accuracy_per_epoch: acc,
+        seconds,
     })
 }

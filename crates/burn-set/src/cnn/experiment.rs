@@ -11,17 +11,11 @@ use crate::data::{
     ClassificationDataset,
 };
 use crate::evolution::EvolutionConfig;
+use crate::experiment::{Trained, paper_sgd, test_loader, train_with_set};
 use crate::layers::topology_summary;
 use crate::set_linear::Sparsity;
-use crate::strategy::SetTrainingExt;
 use burn::data::dataloader::DataLoaderBuilder;
-use burn::optim::SgdConfig;
-use burn::optim::decay::WeightDecayConfig;
-use burn::optim::momentum::MomentumConfig;
-use burn::train::metric::{AccuracyMetric, LossMetric};
-use burn::train::{Learner, LearnerSummary, SupervisedTraining};
 use std::path::PathBuf;
-use std::time::Instant;
 
 /// Everything that defines one CNN training run.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -166,16 +160,7 @@ pub fn run_cnn(
         &run.head_widths,
         config.num_classes,
     );
-    let optim = SgdConfig::new()
-        .with_momentum((run.momentum > 0.0).then(|| {
-            MomentumConfig::new()
-                .with_momentum(run.momentum)
-                .with_dampening(0.0)
-        }))
-        .with_weight_decay(
-            (run.weight_decay > 0.0).then(|| WeightDecayConfig::new(run.weight_decay as f32)),
-        )
-        .init();
+    let optim = paper_sgd(run.momentum, run.weight_decay);
     let callback = SetCallback::try_new(
         EvolutionConfig::new()
             .with_zeta(run.zeta)
@@ -196,43 +181,21 @@ pub fn run_cnn(
             .num_workers(run.num_workers)
             .build(train_ds)
     };
-    let dl_test = DataLoaderBuilder::new(ClassificationBatcher::new())
-        .batch_size(run.batch_size.max(256))
-        .num_workers(run.num_workers)
-        .build(ClassificationDataset::new(test));
-
-    // Logs of an earlier run in the same folder would mix with this one's.
-    for split in ["train", "valid"] {
-        let _ = std::fs::remove_dir_all(run.artifacts.join(split));
-    }
-    std::fs::create_dir_all(&run.artifacts).map_err(|e| {
-        format!(
-            "cannot create artifacts folder {}: {e}",
-            run.artifacts.display()
-        )
-    })?;
-
-    let t0 = Instant::now();
-    let result = SupervisedTraining::new(&run.artifacts, dl_train, dl_test)
-        .metrics((AccuracyMetric::new(), LossMetric::new()))
-        .with_set(&callback)
-        .num_epochs(run.epochs)
-        .summary()
-        .launch(Learner::new(model, optim, run.lr));
-    let seconds = t0.elapsed().as_secs_f64();
-    let model = result.model;
-
-    let acc = LearnerSummary::new(&run.artifacts, &["Accuracy"])
-        .ok()
-        .and_then(|s| s.metrics.valid.into_iter().find(|m| m.name == "Accuracy"))
-        .map(|m| m.entries.iter().map(|e| e.value).collect::<Vec<_>>())
-        .unwrap_or_default();
-    if acc.is_empty() {
-        return Err(format!(
-            "no validation accuracy was logged in {}",
-            run.artifacts.display()
-        ));
-    }
+    let dl_test = test_loader(test, run.batch_size, run.num_workers);
+    let Trained {
+        model,
+        accuracy_per_epoch: acc,
+        seconds,
+    } = train_with_set(
+        model,
+        optim,
+        run.lr,
+        dl_train,
+        dl_test,
+        &callback,
+        run.epochs,
+        &run.artifacts,
+    )?;
     let epochs = acc.len();
     let summary = topology_summary(&model.head);
     Ok(CnnReport {

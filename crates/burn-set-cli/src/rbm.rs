@@ -57,6 +57,9 @@ pub struct RbmArgs {
     /// is the best of these evaluations.
     #[arg(long, default_value_t = 0)]
     eval_every: usize,
+    /// Also evaluate after these epochs, comma separated (e.g. 5,10,20).
+    #[arg(long, value_delimiter = ',')]
+    eval_epochs: Vec<usize>,
     #[arg(long, default_value_t = 42)]
     seed: u64,
     /// flex | ndarray | wgpu (flex: about 1.7x faster than ndarray on these small matrices)
@@ -102,6 +105,7 @@ pub fn rbm(a: RbmArgs) -> Result<(), String> {
         ais_runs: a.ais_runs,
         ais_betas: a.ais_betas,
         eval_every: a.eval_every,
+        eval_epochs: a.eval_epochs,
         seed: a.seed,
         backend: a.backend,
         learner_artifacts: a.learner,

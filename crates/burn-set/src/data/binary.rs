@@ -23,7 +23,7 @@
 //! 180 variables) is embedded and is the default.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -654,13 +654,6 @@ impl Batcher<Vec<f32>, BinaryBatch> for BinaryBatcher {
             visible: Tensor::from_data(TensorData::new(values, [n, d]), device),
         }
     }
-}
-
-/// The directory of the suite beside the project (`../shared/data/binary-density` from the
-/// workspace root), if it exists.
-pub fn shared_binary_density_dir() -> Option<PathBuf> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/binary-density");
-    p.is_dir().then_some(p)
 }
 
 #[cfg(test)]

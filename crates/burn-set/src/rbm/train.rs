@@ -131,6 +131,7 @@ pub fn train_rbm(
     if !device.is_autodiff() {
         model = model.train();
     }
+    let inner = device.clone().inner();
     let d = data.n_features;
     let n = data.len();
     let mut optim = cfg.optimizer();
@@ -147,14 +148,14 @@ pub fn train_rbm(
             &mut order,
             &mut FastRng::new(cfg.seed, &[0x5F, epoch as u64]),
         );
-        let mut err_sum = Tensor::<1>::zeros([1], &device.clone().inner());
+        let mut err_sum = Tensor::<1>::zeros([1], &inner);
         let mut batches = 0usize;
         for idx in order.chunks(cfg.batch_size) {
             batch.clear();
             for &i in idx {
                 batch.extend_from_slice(&data.values[i * d..(i + 1) * d]);
             }
-            let v = Tensor::<2>::from_data(TensorData::new(batch.clone(), [idx.len(), d]), &device);
+            let v = Tensor::<2>::from_data(TensorData::new(batch.clone(), [idx.len(), d]), &inner);
             let cd = model.cd_step(v);
             err_sum = err_sum + cd.reconstruction_error;
             model = optim.step(cfg.lr, model, cd.grads);

@@ -48,13 +48,16 @@ impl FastRng {
     /// `n` uniforms in `[0, 1)` with 24 random bits each (two per 64-bit draw).
     pub fn uniforms(&mut self, n: usize) -> Vec<f32> {
         const SCALE: f32 = 1.0 / (1u32 << 24) as f32;
-        let mut out = Vec::with_capacity(n + 1);
-        while out.len() < n {
+        let mut out = vec![0f32; n];
+        let mut pairs = out.chunks_exact_mut(2);
+        for pair in &mut pairs {
             let x = self.next_u64();
-            out.push((x >> 40) as f32 * SCALE);
-            out.push(((x >> 8) & 0xFF_FFFF) as f32 * SCALE);
+            pair[0] = (x >> 40) as f32 * SCALE;
+            pair[1] = ((x >> 8) & 0xFF_FFFF) as f32 * SCALE;
         }
-        out.truncate(n);
+        if let [last] = pairs.into_remainder() {
+            *last = (self.next_u64() >> 40) as f32 * SCALE;
+        }
         out
     }
 

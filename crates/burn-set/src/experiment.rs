@@ -5,6 +5,7 @@ use crate::backend::BackendKind;
 use crate::callback::{EvolutionRecord, SetCallback};
 use crate::data::{
     ClassificationBatch, ClassificationBatcher, ClassificationData, ClassificationDataset,
+    ClassificationItem,
 };
 use crate::evolution::EvolutionConfig;
 use crate::layers::topology_summary;
@@ -12,6 +13,7 @@ use crate::mlp::SetMlpConfig;
 use crate::set_linear::Sparsity;
 use crate::srelu::ActivationKind;
 use crate::strategy::SetTrainingExt;
+use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
 use burn::module::Module;
 use burn::optim::decay::WeightDecayConfig;
@@ -132,21 +134,7 @@ pub fn run_mlp(
     train: ClassificationData,
     test: ClassificationData,
 ) -> Result<MlpReport, String> {
-    if run.epochs == 0 {
-        return Err("epochs must be at least 1".into());
-    }
-    if run.batch_size == 0 {
-        return Err("batch size must be at least 1".into());
-    }
-    if train.is_empty() || test.is_empty() {
-        return Err("training and test sets must not be empty".into());
-    }
-    if train.n_features != test.n_features {
-        return Err(format!(
-            "train has {} features but test has {}",
-            train.n_features, test.n_features
-        ));
-    }
+    check_run(run.epochs, run.batch_size, &train, &test)?;
     let device = run.backend.device()?.autodiff();
     device.seed(run.seed);
     let model = SetMlpConfig::new(
@@ -162,17 +150,15 @@ pub fn run_mlp(
     .try_init(&device)
     .map_err(|e| e.to_string())?;
     let optim = paper_sgd(run.momentum, run.weight_decay);
-    let callback = SetCallback::try_new(
-        EvolutionConfig::new()
-            .with_zeta(run.zeta)
-            .with_seed(run.seed),
-    )?;
+    let callback = experiment_callback(run.zeta, run.seed)?;
     let (n_train, n_test) = (train.len(), test.len());
-    let dl_train = DataLoaderBuilder::new(ClassificationBatcher::new())
-        .batch_size(run.batch_size)
-        .shuffle(run.seed)
-        .num_workers(run.num_workers)
-        .build(ClassificationDataset::new(train));
+    let dl_train = train_loader(
+        ClassificationBatcher::new(),
+        train,
+        run.batch_size,
+        run.seed,
+        run.num_workers,
+    );
     let dl_test = test_loader(test, run.batch_size, run.num_workers);
     let Trained {
         model,
@@ -198,8 +184,8 @@ pub fn run_mlp(
         model: run.model.name().to_string(),
         dataset: run.dataset.clone(),
         epochs,
-        test_accuracy: *acc.last().unwrap(),
-        best_test_accuracy: acc.iter().cloned().fold(f64::MIN, f64::max),
+        test_accuracy: final_accuracy(&acc),
+        best_test_accuracy: best_accuracy(&acc),
         test_accuracy_per_epoch: acc,
         connections: summary.connections,
         dense_connections: summary.dense_connections,
@@ -211,6 +197,65 @@ pub fn run_mlp(
         backend: run.backend,
         evolutions: callback.history(),
     })
+}
+
+/// The checks every experiment run makes before building anything: at least one epoch, a
+/// positive batch size, non-empty train and test sets with the same number of features.
+pub fn check_run(
+    epochs: usize,
+    batch_size: usize,
+    train: &ClassificationData,
+    test: &ClassificationData,
+) -> Result<(), String> {
+    if epochs == 0 {
+        return Err("epochs must be at least 1".into());
+    }
+    if batch_size == 0 {
+        return Err("batch size must be at least 1".into());
+    }
+    if train.is_empty() || test.is_empty() {
+        return Err("training and test sets must not be empty".into());
+    }
+    if train.n_features != test.n_features {
+        return Err(format!(
+            "train has {} features but test has {}",
+            train.n_features, test.n_features
+        ));
+    }
+    Ok(())
+}
+
+/// The experiments' SET callback: the paper's rule with a constant ζ, seeded.
+pub fn experiment_callback(zeta: f64, seed: u64) -> Result<SetCallback, String> {
+    SetCallback::try_new(EvolutionConfig::new().with_zeta(zeta).with_seed(seed))
+}
+
+/// Test accuracy after the last epoch (NaN when there is none).
+pub fn final_accuracy(per_epoch: &[f64]) -> f64 {
+    per_epoch.last().copied().unwrap_or(f64::NAN)
+}
+
+/// Best test accuracy over the epochs (NaN when there is none).
+pub fn best_accuracy(per_epoch: &[f64]) -> f64 {
+    per_epoch.iter().copied().reduce(f64::max).unwrap_or(f64::NAN)
+}
+
+/// The training loader of the experiments: `batcher` over `train`, shuffled with `seed`.
+pub fn train_loader<B>(
+    batcher: B,
+    train: ClassificationData,
+    batch_size: usize,
+    seed: u64,
+    num_workers: usize,
+) -> Arc<dyn DataLoader<ClassificationBatch>>
+where
+    B: Batcher<ClassificationItem, ClassificationBatch> + 'static,
+{
+    DataLoaderBuilder::new(batcher)
+        .batch_size(batch_size)
+        .shuffle(seed)
+        .num_workers(num_workers)
+        .build(ClassificationDataset::new(train))
 }
 
 /// The paper's optimizer: SGD with momentum (no dampening) and L2 weight decay.

@@ -12,13 +12,14 @@
 //! [`SetCallback`](crate::callback::SetCallback) finds and evolves them wherever the head sits
 //! in the user's model.
 
-use crate::mlp::{HiddenBlock, SetLayer};
-use crate::set_linear::{SetLinearConfig, Sparsity};
+use crate::layers::Storage;
+use crate::mlp::{HiddenBlock, SetMlpConfig};
+use crate::set_linear::Sparsity;
 use crate::srelu::ActivationKind;
 use crate::topology::TopologyError;
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::{DropoutConfig, Initializer, Linear, LinearConfig};
+use burn::nn::Linear;
 use burn::tensor::{Device, Tensor};
 
 /// Configuration of a [`SetHead`]: `d_input → hidden… → d_output`.
@@ -68,25 +69,14 @@ impl SetHeadConfig {
 
     /// Initialize a new [`SetHead`], or say which layer is misconfigured.
     pub fn try_init(&self, device: &Device) -> Result<SetHead, TopologyError> {
-        let mut d_in = self.d_input;
-        let mut hidden = Vec::with_capacity(self.hidden.len());
-        for (i, &width) in self.hidden.iter().enumerate() {
-            let linear = SetLinearConfig::new(d_in, width)
-                .with_epsilon(self.epsilon)
-                .with_sparsity(self.sparsity)
-                .with_initializer(Initializer::XavierUniform { gain: 1.0 })
-                .with_seed(Some(self.seed.wrapping_add(i as u64)))
-                .try_init(device)?;
-            hidden.push(HiddenBlock {
-                linear: SetLayer::Masked(linear),
-                activation: self.activation.init(width, device),
-                dropout: DropoutConfig::new(self.dropout).init(),
-            });
-            d_in = width;
-        }
-        let output = LinearConfig::new(d_in, self.d_output)
-            .with_initializer(Initializer::XavierUniform { gain: 1.0 })
-            .init(device);
+        let (hidden, output) = SetMlpConfig::new(self.d_input, self.hidden.clone(), self.d_output)
+            .with_sparsity(self.sparsity)
+            .with_epsilon(self.epsilon)
+            .with_activation(self.activation)
+            .with_dropout(self.dropout)
+            .with_seed(self.seed)
+            .with_storage(Some(Storage::Masked))
+            .init_layers(device)?;
         Ok(SetHead { hidden, output })
     }
 }
@@ -99,9 +89,7 @@ impl SetHead {
     /// - output: `[batch, d_output]`
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<2> {
         let x: Tensor<2> = x.flatten(1, D - 1);
-        let x = self.hidden.iter().fold(x, |x, b| {
-            b.dropout.forward(b.activation.forward(b.linear.forward(x)))
-        });
+        let x = self.hidden.iter().fold(x, |x, b| b.forward(x));
         self.output.forward(x)
     }
 
@@ -114,13 +102,7 @@ impl SetHead {
     /// layer's weights and bias, and activation parameters (masked-out positions excluded).
     /// For the paper's dense head `2048 → 2048 → 2048 → 10` this is 8,413,194.
     pub fn trainable_weights(&self) -> u64 {
-        let mut n = self.connections() + self.output.num_params() as u64;
-        for b in &self.hidden {
-            if let SetLayer::Masked(l) = &b.linear {
-                n += l.bias.as_ref().map_or(0, |p| p.num_params() as u64);
-            }
-            n += b.activation.num_params() as u64;
-        }
-        n
+        let hidden: u64 = self.hidden.iter().map(HiddenBlock::trainable_weights).sum();
+        hidden + self.output.num_params() as u64
     }
 }

@@ -4,7 +4,7 @@
 use crate::callback::SetCallback;
 use burn::train::metric::state::{FormatOptions, NumericMetricState};
 use burn::train::metric::{
-    Metric, MetricAttributes, MetricMetadata, MetricName, Numeric, NumericAttributes, NumericEntry,
+    Metric, MetricAttributes, MetricMetadata, MetricName, NumericAttributes,
     SerializedEntry,
 };
 use std::sync::Arc;
@@ -98,14 +98,22 @@ impl Metric for TopologyMetric {
     }
 }
 
-impl Numeric for TopologyMetric {
-    fn value(&self) -> Option<NumericEntry> {
-        Some(self.state.current_value())
-    }
-    fn running_value(&self) -> Option<NumericEntry> {
-        Some(self.state.running_value())
-    }
-    fn final_value(&self) -> NumericEntry {
-        self.state.final_value()
-    }
+/// Burn's `Numeric` for a metric whose numbers live in a `NumericMetricState` field `state`.
+macro_rules! numeric_from_state {
+    ($metric:ty) => {
+        impl burn::train::metric::Numeric for $metric {
+            fn value(&self) -> Option<burn::train::metric::NumericEntry> {
+                Some(self.state.current_value())
+            }
+            fn running_value(&self) -> Option<burn::train::metric::NumericEntry> {
+                Some(self.state.running_value())
+            }
+            fn final_value(&self) -> burn::train::metric::NumericEntry {
+                self.state.final_value()
+            }
+        }
+    };
 }
+pub(crate) use numeric_from_state;
+
+numeric_from_state!(TopologyMetric);

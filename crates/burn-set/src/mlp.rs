@@ -10,8 +10,8 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig};
-use burn::tensor::{Device, Tensor};
-use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
+use burn::tensor::{Device, Int, Tensor};
+use burn::train::ClassificationOutput;
 
 /// Configuration of a [`SetMlp`]: `d_input → hidden… → d_output`.
 #[derive(Config, Debug)]
@@ -129,9 +129,20 @@ impl SetMlpConfig {
 
     /// Initialize a new [`SetMlp`], or say which layer is misconfigured.
     pub fn try_init(&self, device: &Device) -> Result<SetMlp, TopologyError> {
+        let (hidden, output) = self.init_layers(device)?;
+        Ok(SetMlp { hidden, output })
+    }
+
+    /// The hidden blocks and the dense output layer this config describes (Xavier-uniform
+    /// weights; sparse layer `i` seeded with `seed + i`). Shared by [`SetMlp`] and
+    /// [`SetHead`](crate::head::SetHead).
+    pub(crate) fn init_layers(
+        &self,
+        device: &Device,
+    ) -> Result<(Vec<HiddenBlock>, Linear), TopologyError> {
         let init = Initializer::XavierUniform { gain: 1.0 };
         let mut d_in = self.d_input;
-        let mut hidden = Vec::new();
+        let mut hidden = Vec::with_capacity(self.hidden.len());
         for (i, &width) in self.hidden.iter().enumerate() {
             let cfg = SetLinearConfig::new(d_in, width)
                 .with_epsilon(self.epsilon)
@@ -160,7 +171,29 @@ impl SetMlpConfig {
         let output = LinearConfig::new(d_in, self.d_output)
             .with_initializer(init)
             .init(device);
-        Ok(SetMlp { hidden, output })
+        Ok((hidden, output))
+    }
+}
+
+impl HiddenBlock {
+    /// linear → activation → dropout.
+    ///
+    /// # Shapes
+    /// - input: `[..., d_input]`
+    /// - output: `[..., width]`
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        self.dropout
+            .forward(self.activation.forward(self.linear.forward(x)))
+    }
+
+    /// Trainable parameters: connections, bias and activation parameters (masks and
+    /// masked-out positions excluded).
+    pub fn trainable_weights(&self) -> u64 {
+        let bias = match &self.linear {
+            SetLayer::Masked(l) => l.bias.as_ref().map_or(0, |p| p.num_params()),
+            SetLayer::Sparse(l) => l.bias.as_ref().map_or(0, |p| p.num_params()),
+        };
+        (self.linear.nnz() + bias + self.activation.num_params()) as u64
     }
 }
 
@@ -171,37 +204,56 @@ impl SetMlp {
     /// - input: `[batch, d_input]`
     /// - output: `[batch, d_output]`
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        let x = self.hidden.iter().fold(x, |x, b| {
-            b.dropout.forward(b.activation.forward(b.linear.forward(x)))
-        });
+        let x = self.hidden.iter().fold(x, |x, b| b.forward(x));
         self.output.forward(x)
     }
 
     /// Logits, cross-entropy loss and targets of a batch.
     pub fn forward_classification(&self, batch: ClassificationBatch) -> ClassificationOutput {
-        let logits = self.forward(batch.inputs);
-        let loss = CrossEntropyLossConfig::new()
-            .init(&logits.device())
-            .forward(logits.clone(), batch.targets.clone());
-        ClassificationOutput::new(loss, logits, batch.targets)
+        classification_output(self.forward(batch.inputs), batch.targets)
     }
 }
 
-impl TrainStep for SetMlp {
-    type Input = ClassificationBatch;
-    type Output = ClassificationOutput;
-
-    fn step(&self, batch: ClassificationBatch) -> TrainOutput<ClassificationOutput> {
-        let out = self.forward_classification(batch);
-        TrainOutput::new(self, out.loss.backward(), out)
-    }
+/// Cross-entropy loss of `logits` against `targets`, as Burn's classification
+/// output (what the accuracy and loss metrics read).
+pub fn classification_output(logits: Tensor<2>, targets: Tensor<1, Int>) -> ClassificationOutput {
+    let loss = CrossEntropyLossConfig::new()
+        .init(&logits.device())
+        .forward(logits.clone(), targets.clone());
+    ClassificationOutput::new(loss, logits, targets)
 }
 
-impl InferenceStep for SetMlp {
-    type Input = ClassificationBatch;
-    type Output = ClassificationOutput;
+/// Burn's `TrainStep` and `InferenceStep` for a model with
+/// `forward_classification(&self, ClassificationBatch) -> ClassificationOutput`.
+macro_rules! classification_steps {
+    ($model:ty) => {
+        impl burn::train::TrainStep for $model {
+            type Input = $crate::data::ClassificationBatch;
+            type Output = burn::train::ClassificationOutput;
 
-    fn step(&self, batch: ClassificationBatch) -> ClassificationOutput {
-        self.forward_classification(batch)
-    }
+            fn step(
+                &self,
+                batch: $crate::data::ClassificationBatch,
+            ) -> burn::train::TrainOutput<burn::train::ClassificationOutput> {
+                let out = self.forward_classification(batch);
+                burn::train::TrainOutput::new(self, out.loss.backward(), out)
+            }
+        }
+
+        impl burn::train::InferenceStep for $model {
+            type Input = $crate::data::ClassificationBatch;
+            type Output = burn::train::ClassificationOutput;
+
+            fn step(
+                &self,
+                batch: $crate::data::ClassificationBatch,
+            ) -> burn::train::ClassificationOutput {
+                self.forward_classification(batch)
+            }
+        }
+    };
 }
+pub(crate) use classification_steps;
+
+classification_steps!(SetMlp);
+

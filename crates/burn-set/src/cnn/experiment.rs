@@ -5,16 +5,14 @@
 
 use super::model::SetCnnConfig;
 use crate::backend::BackendKind;
-use crate::callback::{EvolutionRecord, SetCallback};
-use crate::data::{
-    AugmentingBatcher, CIFAR10_FEATURES, ClassificationBatcher, ClassificationData,
-    ClassificationDataset,
+use crate::callback::EvolutionRecord;
+use crate::data::{AugmentingBatcher, CIFAR10_FEATURES, ClassificationBatcher, ClassificationData};
+use crate::experiment::{
+    Trained, best_accuracy, check_run, experiment_callback, final_accuracy, paper_sgd,
+    test_loader, train_loader, train_with_set,
 };
-use crate::evolution::EvolutionConfig;
-use crate::experiment::{Trained, paper_sgd, test_loader, train_with_set};
 use crate::layers::topology_summary;
 use crate::set_linear::Sparsity;
-use burn::data::dataloader::DataLoaderBuilder;
 use std::path::PathBuf;
 
 /// Everything that defines one CNN training run.
@@ -128,15 +126,7 @@ pub fn run_cnn(
     train: ClassificationData,
     test: ClassificationData,
 ) -> Result<CnnReport, String> {
-    if run.epochs == 0 {
-        return Err("epochs must be at least 1".into());
-    }
-    if run.batch_size == 0 {
-        return Err("batch size must be at least 1".into());
-    }
-    if train.is_empty() || test.is_empty() {
-        return Err("training and test sets must not be empty".into());
-    }
+    check_run(run.epochs, run.batch_size, &train, &test)?;
     for (name, d) in [("train", &train), ("test", &test)] {
         if d.n_features != CIFAR10_FEATURES {
             return Err(format!(
@@ -161,25 +151,13 @@ pub fn run_cnn(
         config.num_classes,
     );
     let optim = paper_sgd(run.momentum, run.weight_decay);
-    let callback = SetCallback::try_new(
-        EvolutionConfig::new()
-            .with_zeta(run.zeta)
-            .with_seed(run.seed),
-    )?;
+    let callback = experiment_callback(run.zeta, run.seed)?;
     let (n_train, n_test) = (train.len(), test.len());
-    let train_ds = ClassificationDataset::new(train);
+    let (bs, seed, workers) = (run.batch_size, run.seed, run.num_workers);
     let dl_train = if run.augment {
-        DataLoaderBuilder::new(AugmentingBatcher::new(run.seed))
-            .batch_size(run.batch_size)
-            .shuffle(run.seed)
-            .num_workers(run.num_workers)
-            .build(train_ds)
+        train_loader(AugmentingBatcher::new(seed), train, bs, seed, workers)
     } else {
-        DataLoaderBuilder::new(ClassificationBatcher::new())
-            .batch_size(run.batch_size)
-            .shuffle(run.seed)
-            .num_workers(run.num_workers)
-            .build(train_ds)
+        train_loader(ClassificationBatcher::new(), train, bs, seed, workers)
     };
     let dl_test = test_loader(test, run.batch_size, run.num_workers);
     let Trained {
@@ -202,8 +180,8 @@ pub fn run_cnn(
         model: run.model.name().to_string(),
         dataset: run.dataset.clone(),
         epochs,
-        test_accuracy: *acc.last().unwrap(),
-        best_test_accuracy: acc.iter().cloned().fold(f64::MIN, f64::max),
+        test_accuracy: final_accuracy(&acc),
+        best_test_accuracy: best_accuracy(&acc),
         test_accuracy_per_epoch: acc,
         connections: summary.connections,
         dense_connections: summary.dense_connections,

@@ -8,12 +8,12 @@ use crate::topology::TopologyError;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::loss::CrossEntropyLossConfig;
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Dropout, DropoutConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
-use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
+use burn::train::ClassificationOutput;
+use crate::mlp::{classification_output, classification_steps};
 
 /// Weights (with biases) of the paper's six CIFAR10 conv layers:
 /// `3·3·(3·32 + 32·32 + 32·64 + 64·64 + 64·128 + 128·128) + (32+32+64+64+128+128)`.
@@ -130,29 +130,8 @@ impl SetCnn {
 
     /// Logits, cross-entropy loss and targets of a batch.
     pub fn forward_classification(&self, batch: ClassificationBatch) -> ClassificationOutput {
-        let logits = self.forward(batch.inputs);
-        let loss = CrossEntropyLossConfig::new()
-            .init(&logits.device())
-            .forward(logits.clone(), batch.targets.clone());
-        ClassificationOutput::new(loss, logits, batch.targets)
+        classification_output(self.forward(batch.inputs), batch.targets)
     }
 }
 
-impl TrainStep for SetCnn {
-    type Input = ClassificationBatch;
-    type Output = ClassificationOutput;
-
-    fn step(&self, batch: ClassificationBatch) -> TrainOutput<ClassificationOutput> {
-        let out = self.forward_classification(batch);
-        TrainOutput::new(self, out.loss.backward(), out)
-    }
-}
-
-impl InferenceStep for SetCnn {
-    type Input = ClassificationBatch;
-    type Output = ClassificationOutput;
-
-    fn step(&self, batch: ClassificationBatch) -> ClassificationOutput {
-        self.forward_classification(batch)
-    }
-}
+classification_steps!(SetCnn);

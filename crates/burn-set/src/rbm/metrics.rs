@@ -6,8 +6,8 @@ use crate::set_linear::float_data;
 use burn::tensor::Tensor;
 use burn::train::metric::state::{FormatOptions, NumericMetricState};
 use burn::train::metric::{
-    Adaptor, Metric, MetricAttributes, MetricMetadata, MetricName, Numeric, NumericAttributes,
-    NumericEntry, SerializedEntry,
+    Adaptor, Metric, MetricAttributes, MetricMetadata, MetricName, NumericAttributes,
+    SerializedEntry,
 };
 use std::sync::Arc;
 
@@ -173,14 +173,4 @@ impl Metric for HiddenDegreeMetric {
     }
 }
 
-impl Numeric for HiddenDegreeMetric {
-    fn value(&self) -> Option<NumericEntry> {
-        Some(self.state.current_value())
-    }
-    fn running_value(&self) -> Option<NumericEntry> {
-        Some(self.state.running_value())
-    }
-    fn final_value(&self) -> NumericEntry {
-        self.state.final_value()
-    }
-}
+crate::metrics::numeric_from_state!(HiddenDegreeMetric);

@@ -105,7 +105,7 @@ impl SetCallback {
 
     /// Should the model evolve after global optimizer step `step` (1-based)?
     pub fn evolves_at_step(&self, step: usize) -> bool {
-        matches!(self.config.period, EvolutionPeriod::Steps { n } if step % n == 0)
+        matches!(self.config.period, EvolutionPeriod::Steps { n } if step.is_multiple_of(n))
     }
 
     /// Does the model evolve at epoch ends?

@@ -151,7 +151,7 @@ pub fn parse_cifar10_batch(bytes: &[u8], name: impl AsRef<Path>) -> Result<Cifar
             ),
         });
     }
-    if bytes.len() % CIFAR10_RECORD_BYTES != 0 {
+    if !bytes.len().is_multiple_of(CIFAR10_RECORD_BYTES) {
         let records = bytes.len().div_ceil(CIFAR10_RECORD_BYTES);
         return Err(DataError::Truncated {
             path: name.to_path_buf(),

@@ -110,18 +110,27 @@ fn wgpu_trains_and_evolves_like_ndarray() {
     let (loss_cpu, cpu) = train(model, &batches, d, &ndarray().autodiff());
     let (loss_gpu, gpu_model) = train(on_gpu, &batches, d, &gpu);
     eprintln!("losses ndarray {loss_cpu:?}\nlosses wgpu    {loss_gpu:?}");
-    assert!(loss_cpu.last() < loss_cpu.first(), "did not learn: {loss_cpu:?}");
+    assert!(
+        loss_cpu.last() < loss_cpu.first(),
+        "did not learn: {loss_cpu:?}"
+    );
     for (i, (a, b)) in loss_cpu.iter().zip(&loss_gpu).enumerate() {
         assert!(
             (a - b).abs() <= 1e-3 * a.abs().max(1.0),
             "step {i}: ndarray loss {a}, wgpu loss {b}"
         );
     }
-    let (t_cpu, t_gpu) = (snapshot_layers(&cpu, true), snapshot_layers(&gpu_model, true));
+    let (t_cpu, t_gpu) = (
+        snapshot_layers(&cpu, true),
+        snapshot_layers(&gpu_model, true),
+    );
     assert_eq!(t_cpu.len(), 2);
     for ((c, g), before) in t_cpu.iter().zip(&t_gpu).zip(&topology0) {
         assert_eq!(c.topology.nnz(), before.topology.nnz(), "nnz changed");
-        assert_ne!(c.topology.positions, before.topology.positions, "no evolution");
+        assert_ne!(
+            c.topology.positions, before.topology.positions,
+            "no evolution"
+        );
         assert_eq!(
             c.topology.positions, g.topology.positions,
             "{}: wgpu evolved a different topology",

@@ -237,7 +237,11 @@ pub fn final_accuracy(per_epoch: &[f64]) -> f64 {
 
 /// Best test accuracy over the epochs (NaN when there is none).
 pub fn best_accuracy(per_epoch: &[f64]) -> f64 {
-    per_epoch.iter().copied().reduce(f64::max).unwrap_or(f64::NAN)
+    per_epoch
+        .iter()
+        .copied()
+        .reduce(f64::max)
+        .unwrap_or(f64::NAN)
 }
 
 /// The training loader of the experiments: `batcher` over `train`, shuffled with `seed`.

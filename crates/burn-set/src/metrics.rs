@@ -4,8 +4,7 @@
 use crate::callback::SetCallback;
 use burn::train::metric::state::{FormatOptions, NumericMetricState};
 use burn::train::metric::{
-    Metric, MetricAttributes, MetricMetadata, MetricName, NumericAttributes,
-    SerializedEntry,
+    Metric, MetricAttributes, MetricMetadata, MetricName, NumericAttributes, SerializedEntry,
 };
 use std::sync::Arc;
 

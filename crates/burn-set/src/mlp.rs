@@ -256,4 +256,3 @@ macro_rules! classification_steps {
 pub(crate) use classification_steps;
 
 classification_steps!(SetMlp);
-

@@ -8,8 +8,8 @@ use crate::backend::BackendKind;
 use crate::callback::EvolutionRecord;
 use crate::data::{AugmentingBatcher, CIFAR10_FEATURES, ClassificationBatcher, ClassificationData};
 use crate::experiment::{
-    Trained, best_accuracy, check_run, experiment_callback, final_accuracy, paper_sgd,
-    test_loader, train_loader, train_with_set,
+    Trained, best_accuracy, check_run, experiment_callback, final_accuracy, paper_sgd, test_loader,
+    train_loader, train_with_set,
 };
 use crate::layers::topology_summary;
 use crate::set_linear::Sparsity;

@@ -2,6 +2,7 @@
 
 use crate::data::ClassificationBatch;
 use crate::head::{SetHead, SetHeadConfig};
+use crate::mlp::{classification_output, classification_steps};
 use crate::set_linear::Sparsity;
 use crate::srelu::ActivationKind;
 use crate::topology::TopologyError;
@@ -13,7 +14,6 @@ use burn::nn::{Dropout, DropoutConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 use burn::train::ClassificationOutput;
-use crate::mlp::{classification_output, classification_steps};
 
 /// Weights (with biases) of the paper's six CIFAR10 conv layers:
 /// `3·3·(3·32 + 32·32 + 32·64 + 64·64 + 64·128 + 128·128) + (32+32+64+64+128+128)`.

@@ -33,12 +33,8 @@ pub struct CnnArgs {
     dropout: f64,
     #[arg(long, default_value_t = 128)]
     batch_size: usize,
-    #[arg(long, default_value_t = 0.01)]
-    lr: f64,
-    #[arg(long, default_value_t = 0.9)]
-    momentum: f64,
-    #[arg(long, default_value_t = 0.0002)]
-    weight_decay: f64,
+    #[command(flatten)]
+    sgd: crate::SgdArgs,
     /// Random crop (padding 4) + horizontal flip of training images (default on).
     #[arg(long, overrides_with = "no_augment")]
     augment: bool,
@@ -95,9 +91,9 @@ pub fn cnn(a: CnnArgs) -> Result<(), String> {
         zeta: a.zeta,
         dropout: a.dropout,
         batch_size: a.batch_size,
-        lr: a.lr,
-        momentum: a.momentum,
-        weight_decay: a.weight_decay,
+        lr: a.sgd.lr,
+        momentum: a.sgd.momentum,
+        weight_decay: a.sgd.weight_decay,
         augment,
         seed: a.seed,
         backend: a.backend,
@@ -106,10 +102,7 @@ pub fn cnn(a: CnnArgs) -> Result<(), String> {
     };
     let report = run_cnn(&run, train, test)?;
     if a.json {
-        println!(
-            "{}",
-            serde_json::to_string(&report).map_err(|e| e.to_string())?
-        );
+        crate::print(&report, true)?;
     } else {
         println!(
             "{} CNN on {}: test accuracy {:.2}% (best {:.2}%), head {} of {} weights ({} of {} in its sparse layers), conv {} weights, {:.1} s/epoch",

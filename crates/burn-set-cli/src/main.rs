@@ -15,6 +15,20 @@ use std::process::ExitCode;
 mod cnn;
 mod rbm;
 
+/// The paper's SGD settings, shared by `mlp`, `cnn` and `rbm`.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct SgdArgs {
+    /// SGD learning rate (the paper's 0.01).
+    #[arg(long, default_value_t = 0.01)]
+    pub lr: f64,
+    /// SGD momentum (no dampening).
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f64,
+    /// L2 weight decay.
+    #[arg(long, default_value_t = 0.0002)]
+    pub weight_decay: f64,
+}
+
 /// Sparse Evolutionary Training (Mocanu et al. 2018) with Burn.
 #[derive(Parser)]
 #[command(name = "burn-set", version, about)]
@@ -65,12 +79,8 @@ struct MlpArgs {
     dropout: f64,
     #[arg(long, default_value_t = 128)]
     batch_size: usize,
-    #[arg(long, default_value_t = 0.01)]
-    lr: f64,
-    #[arg(long, default_value_t = 0.9)]
-    momentum: f64,
-    #[arg(long, default_value_t = 0.0002)]
-    weight_decay: f64,
+    #[command(flatten)]
+    sgd: crate::SgdArgs,
     #[arg(long, default_value_t = 42)]
     seed: u64,
     /// Keep only the first N training samples.
@@ -178,9 +188,9 @@ fn mlp(a: MlpArgs) -> Result<(), String> {
         activation: a.activation,
         dropout: a.dropout,
         batch_size: a.batch_size,
-        lr: a.lr,
-        momentum: a.momentum,
-        weight_decay: a.weight_decay,
+        lr: a.sgd.lr,
+        momentum: a.sgd.momentum,
+        weight_decay: a.sgd.weight_decay,
         seed: a.seed,
         backend: a.backend,
         artifacts: a.artifacts,
@@ -189,10 +199,7 @@ fn mlp(a: MlpArgs) -> Result<(), String> {
     };
     let report = run_mlp(&run, train, test)?;
     if a.json {
-        println!(
-            "{}",
-            serde_json::to_string(&report).map_err(|e| e.to_string())?
-        );
+        crate::print(&report, true)?;
     } else {
         println!(
             "{} on {}: test accuracy {:.2}% (best {:.2}%), {} of {} hidden-layer weights ({:.2}%), {:.1} s/epoch, evolution {:.2} s in all",

@@ -38,12 +38,8 @@ pub struct RbmArgs {
     /// Standard deviation of the initial and regrown weights.
     #[arg(long, default_value_t = 0.05)]
     init_std: f64,
-    #[arg(long, default_value_t = 0.01)]
-    lr: f64,
-    #[arg(long, default_value_t = 0.9)]
-    momentum: f64,
-    #[arg(long, default_value_t = 0.0002)]
-    weight_decay: f64,
+    #[command(flatten)]
+    sgd: crate::SgdArgs,
     #[arg(long, default_value_t = 10)]
     batch_size: usize,
     /// AIS runs.
@@ -98,9 +94,9 @@ pub fn rbm(a: RbmArgs) -> Result<(), String> {
         epsilon: a.epsilon,
         zeta: a.zeta,
         init_std: a.init_std,
-        lr: a.lr,
-        momentum: a.momentum,
-        weight_decay: a.weight_decay,
+        lr: a.sgd.lr,
+        momentum: a.sgd.momentum,
+        weight_decay: a.sgd.weight_decay,
         batch_size: a.batch_size,
         ais_runs: a.ais_runs,
         ais_betas: a.ais_betas,
@@ -112,7 +108,7 @@ pub fn rbm(a: RbmArgs) -> Result<(), String> {
     };
     let r = run_rbm(&run, &data)?;
     if a.json {
-        println!("{}", serde_json::to_string(&r).map_err(|e| e.to_string())?);
+        crate::print(&r, true)?;
     } else {
         let unc = |x: f64| {
             if x.is_finite() {

@@ -6,6 +6,7 @@ use burn_set::callback::SetCallback;
 use burn_set::evolution::EvolutionConfig;
 use burn_set::layers::{Storage, snapshot_layers};
 use burn_set::set_linear::{SetLinear, SetLinearConfig, Sparsity};
+use burn_set::sparse_backend::{has_native_kernel, sparse_linear};
 use burn_set::sparse_linear::SparseSetLinear;
 
 #[allow(deprecated)]
@@ -55,9 +56,55 @@ fn init_sparse_matches_masked_topology_for_the_same_seed() {
     );
 }
 
+/// Both CPU backends run the native kernel (ndarray always, flex with the default feature).
+fn cpu_devices() -> Vec<Device> {
+    #[allow(unused_mut)]
+    let mut v = vec![dev()];
+    #[cfg(feature = "flex")]
+    v.push(Device::flex());
+    v
+}
+
 #[test]
 fn forward_and_gradients_match_masked() {
-    let device = dev().autodiff();
+    for device in cpu_devices() {
+        assert!(has_native_kernel(&device) && has_native_kernel(&device.clone().autodiff()));
+        forward_and_gradients_match_masked_on(device.autodiff());
+    }
+}
+
+#[test]
+fn native_kernel_matches_the_portable_path() {
+    for device in cpu_devices() {
+        let device = device.autodiff();
+        let (_, sparse) = twins(&device);
+        // odd batch, not a multiple of the SIMD width
+        let x =
+            Tensor::<2>::random([37, 50], Distribution::Normal(0.0, 1.0), &device).require_grad();
+        let w = Tensor::<2>::random([37, 30], Distribution::Normal(0.0, 1.0), &device);
+        let yk = sparse_linear(
+            x.clone(),
+            sparse.values.val(),
+            sparse.structure.index().rows.val(),
+            sparse.structure.index().cols.val(),
+            30,
+        );
+        let yp = sparse.forward_portable(x.clone());
+        assert!(close(&floats(yk.clone()), &floats(yp.clone())));
+        let gk = (yk * w.clone()).sum().backward();
+        let gp = (yp * w).sum().backward();
+        assert!(close(
+            &floats(sparse.values.grad(&gk).unwrap()),
+            &floats(sparse.values.grad(&gp).unwrap())
+        ));
+        assert!(close(
+            &floats(x.grad(&gk).unwrap()),
+            &floats(x.grad(&gp).unwrap())
+        ));
+    }
+}
+
+fn forward_and_gradients_match_masked_on(device: Device) {
     let (masked, sparse) = twins(&device);
     let x = Tensor::<2>::random([6, 50], Distribution::Normal(0.0, 1.0), &device).require_grad();
     let target = Tensor::<2>::random([6, 30], Distribution::Normal(0.0, 1.0), &device);

@@ -89,8 +89,9 @@ struct MlpArgs {
     /// Keep only the first N test samples.
     #[arg(long)]
     test_limit: Option<usize>,
-    /// ndarray | flex | wgpu
-    #[arg(long, default_value = "ndarray")]
+    /// flex | ndarray | wgpu (flex by default: the faster CPU backend here, with the native
+    /// sparse and SReLU kernels)
+    #[arg(long, default_value = "flex")]
     backend: BackendKind,
     /// sparse | masked storage of the sparse layers (default: the faster one for the shape)
     #[arg(long)]
@@ -118,7 +119,7 @@ enum BenchCmd {
     SparseMlp {
         #[arg(long, default_value_t = 10)]
         steps: usize,
-        #[arg(long, default_value = "ndarray")]
+        #[arg(long, default_value = "flex")]
         backend: BackendKind,
         #[arg(long)]
         json: bool,
@@ -134,7 +135,7 @@ enum BenchCmd {
         /// sparse | masked
         #[arg(long, default_value = "sparse")]
         storage: Storage,
-        #[arg(long, default_value = "ndarray")]
+        #[arg(long, default_value = "flex")]
         backend: BackendKind,
         #[arg(long)]
         json: bool,

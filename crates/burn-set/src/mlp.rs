@@ -1,8 +1,10 @@
 //! The paper's MLPs: dense / FixProb / SET hidden layers, activation, dropout, dense output.
 
 use crate::data::ClassificationBatch;
+use crate::dropout::dropout_forward;
 use crate::layers::Storage;
 use crate::set_linear::{SetLinear, SetLinearConfig, Sparsity};
+use crate::sparse_backend::has_native_kernel;
 use crate::sparse_linear::SparseSetLinear;
 use crate::srelu::{Activation, ActivationKind};
 use crate::topology::TopologyError;
@@ -86,14 +88,17 @@ impl SetLayer {
     }
 }
 
-/// The storage `burn-set` picks when none is given: the faster one for the shape. Measured
-/// with `burn-set bench sparse-mlp` on 2 CPU cores (ndarray), Burn's portable gather/scatter
-/// path of [`SparseSetLinear`] is ~6× slower than the masked matmul at MNIST sizes (4% density),
-/// so masked storage is the faster one at every density those benchmarks cover; truly sparse
-/// storage is for layers whose dense matrix would not fit in memory (pick it with
-/// `--storage sparse`).
-pub fn default_storage(_density: f64) -> Storage {
-    Storage::Masked
+/// The storage `burn-set` picks when none is given: the faster one for the shape and device.
+/// On the CPU backends (native sparse kernel) truly sparse storage is ~3.4× faster than the
+/// masked matmul at the MNIST SET-MLP's 4 % density (`burn-set bench sparse-mlp`, flex, 2 cores);
+/// its cost grows with the density while the masked matmul's does not, so it is picked up to
+/// 10 % density. Elsewhere (wgpu: Burn's portable gather/scatter) masked storage is faster.
+pub fn default_storage(density: f64, device: &Device) -> Storage {
+    if density <= 0.1 && has_native_kernel(device) {
+        Storage::Sparse
+    } else {
+        Storage::Masked
+    }
 }
 
 /// One hidden block: sparse (or dense) linear → activation → dropout.
@@ -154,6 +159,7 @@ impl SetMlpConfig {
                 _ => self.storage.unwrap_or_else(|| {
                     default_storage(
                         crate::topology::er_probability(self.epsilon, d_in, width).unwrap_or(1.0),
+                        device,
                     )
                 }),
             };
@@ -182,8 +188,10 @@ impl HiddenBlock {
     /// - input: `[..., d_input]`
     /// - output: `[..., width]`
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        self.dropout
-            .forward(self.activation.forward(self.linear.forward(x)))
+        dropout_forward(
+            &self.dropout,
+            self.activation.forward(self.linear.forward(x)),
+        )
     }
 
     /// Trainable parameters: connections, bias and activation parameters (masks and

@@ -4,12 +4,15 @@
 //! `row · d_output + col`). Nothing of size `d_input × d_output` is ever allocated — not in
 //! init, forward, backward, evolution, saving or loading.
 //!
-//! The forward pass is Burn's portable gather/scatter in a feature-major layout:
-//! `xᵀ.select(0, rows) * values` then `zeros.select_assign(0, cols, …, Add)`, whose cost is
-//! ∝ batch × nnz on every backend and which has autodiff. It computes exactly what a [`SetLinear`](crate::set_linear::SetLinear)
-//! with the same topology and weights computes.
+//! The forward pass costs ∝ batch × nnz on every backend. On the CPU backends (ndarray, flex) it
+//! is a native multithreaded, vectorised kernel with its own backward pass (a Burn backend
+//! extension: [`sparse_backend`](crate::sparse_backend)); elsewhere (wgpu, …) it is Burn's
+//! portable gather/scatter in a feature-major layout, `xᵀ.select(0, rows) * values` then
+//! `zeros.select_assign(0, cols, …, Add)`, which has autodiff on every backend. Both compute what
+//! a [`SetLinear`](crate::set_linear::SetLinear) with the same topology and weights computes.
 
 use crate::set_linear::{SetLinearConfig, Sparsity, float_data};
+use crate::sparse_backend::{has_native_kernel, sparse_linear};
 use crate::topology::{SparseTopology, TopologyError, er_probability};
 use burn::module::{Module, Param, ParamId};
 use burn::tensor::{Device, IndexingUpdateOp, Int, Tensor, TensorData};
@@ -167,26 +170,45 @@ impl SparseSetLinear {
             dims
         );
         let batch: usize = dims[..D - 1].iter().product();
-        // Feature-major: every connection becomes a contiguous row of `batch` values, so the
-        // gather and the scatter-add (and their backward passes) move whole rows.
-        let xt: Tensor<2> = input.reshape([batch, self.d_input]).transpose(); // [d_in, B]
-        let index = self.structure.index();
-        let gathered = xt.select(0, index.rows.val()); // [nnz, B]
-        let prod = gathered * self.values.val().unsqueeze_dim::<2>(1);
-        let device = prod.device();
-        let yt = Tensor::<2>::zeros([self.d_output, batch], &device).select_assign(
-            0,
-            index.cols.val(),
-            prod,
-            IndexingUpdateOp::Add,
-        ); // [d_out, B]
-        let mut y = yt.transpose();
+        let x = input.reshape([batch, self.d_input]);
+        let mut y = if has_native_kernel(&x.device()) {
+            let index = self.structure.index();
+            sparse_linear(
+                x,
+                self.values.val(),
+                index.rows.val(),
+                index.cols.val(),
+                self.d_output,
+            )
+        } else {
+            self.forward_portable(x)
+        };
         if let Some(b) = &self.bias {
             y = y + b.val().unsqueeze_dim::<2>(0);
         }
         let mut out = dims;
         out[D - 1] = self.d_output;
         y.reshape(out)
+    }
+
+    /// `x · W` without bias through Burn's portable gather/scatter (any backend, with autodiff);
+    /// `forward` uses it where the backend has no native kernel.
+    ///
+    /// # Shapes
+    /// - x: `[batch, d_input]`
+    /// - output: `[batch, d_output]`
+    pub fn forward_portable(&self, x: Tensor<2>) -> Tensor<2> {
+        let batch = x.dims()[0];
+        // Feature-major: every connection becomes a contiguous row of `batch` values, so the
+        // gather and the scatter-add (and their backward passes) move whole rows.
+        let xt = x.transpose(); // [d_in, B]
+        let index = self.structure.index();
+        let gathered = xt.select(0, index.rows.val()); // [nnz, B]
+        let prod = gathered * self.values.val().unsqueeze_dim::<2>(1);
+        let device = prod.device();
+        Tensor::<2>::zeros([self.d_output, batch], &device)
+            .select_assign(0, index.cols.val(), prod, IndexingUpdateOp::Add) // [d_out, B]
+            .transpose()
     }
 
     /// Number of connections.

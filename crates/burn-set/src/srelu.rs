@@ -1,5 +1,7 @@
 //! SReLU (Jin et al. 2016), the activation of the SET paper's MLPs, and an activation switch.
 
+use crate::sparse_backend::has_native_kernel;
+use crate::srelu_backend::srelu_fused;
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::{Initializer, Relu};
@@ -61,6 +63,20 @@ impl SRelu {
     /// - input: `[..., num_features]`
     /// - output: `[..., num_features]`
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        if has_native_kernel(&x.device()) {
+            let shape = x.shape();
+            let f = self.t_left.dims()[0];
+            let x2 = x.reshape([shape.num_elements() / f.max(1), f]);
+            let params =
+                [&self.t_left, &self.a_left, &self.t_right, &self.a_right].map(|p| p.val());
+            return srelu_fused(x2, params).reshape(shape);
+        }
+        self.forward_composed(x)
+    }
+
+    /// SReLU composed of Burn tensor ops (any backend; what `forward` runs where there is no
+    /// fused kernel).
+    pub fn forward_composed<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let tl: Tensor<D> = self.t_left.val().unsqueeze();
         let al: Tensor<D> = self.a_left.val().unsqueeze();
         let tr: Tensor<D> = tl.clone() + self.t_right.val().abs().unsqueeze();
@@ -145,7 +161,14 @@ mod tests {
             TensorData::new(vec![-3.0f32, -3.0, 0.5, 0.5, 3.0, 3.0], [3, 2]),
             &device,
         );
-        let y: Vec<f32> = s.forward(x).into_data().try_to_vec().unwrap();
+        let y: Vec<f32> = s.forward(x.clone()).into_data().try_to_vec().unwrap();
+        let y_composed: Vec<f32> = s.forward_composed(x).into_data().try_to_vec().unwrap();
+        for (a, b) in y.iter().zip(&y_composed) {
+            assert!(
+                (a - b).abs() < 1e-6,
+                "fused {y:?} vs composed {y_composed:?}"
+            );
+        }
         let want = [
             -1.0 + 0.1 * (-3.0 + 1.0),
             0.2 * -3.0, // left
@@ -156,6 +179,57 @@ mod tests {
         ];
         for (a, b) in y.iter().zip(want) {
             assert!((a - b).abs() < 1e-6, "{y:?} vs {want:?}");
+        }
+    }
+
+    fn floats<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().convert::<f32>().try_to_vec().unwrap()
+    }
+
+    /// The fused kernel (ndarray, flex) gives the composed formula's output and gradients.
+    #[test]
+    #[allow(deprecated)]
+    fn fused_matches_composed_forward_and_gradients() {
+        #[allow(unused_mut)]
+        let mut devices = vec![Device::ndarray()];
+        #[cfg(feature = "flex")]
+        devices.push(Device::flex());
+        for device in devices {
+            assert!(has_native_kernel(&device));
+            let device = device.autodiff();
+            let s = SReluConfig::new(7)
+                .with_t_left_init(Initializer::Uniform {
+                    min: -0.5,
+                    max: 0.0,
+                })
+                .with_a_left_init(Initializer::Uniform { min: 0.0, max: 0.4 })
+                .with_t_right_init(Initializer::Uniform {
+                    min: -1.0,
+                    max: 1.0,
+                })
+                .with_a_right_init(Initializer::Uniform { min: 0.5, max: 1.5 })
+                .init(&device);
+            let x = Tensor::<3>::random(
+                [3, 5, 7],
+                burn::tensor::Distribution::Normal(0.0, 1.5),
+                &device,
+            )
+            .require_grad();
+            let w = Tensor::<3>::random([3, 5, 7], burn::tensor::Distribution::Default, &device);
+            let (yf, yc) = (s.forward(x.clone()), s.forward_composed(x.clone()));
+            let close = |a: Vec<f32>, b: Vec<f32>| {
+                assert_eq!(a.len(), b.len());
+                for (p, q) in a.iter().zip(&b) {
+                    assert!((p - q).abs() < 1e-4 * (1.0 + q.abs()), "{a:?} vs {b:?}");
+                }
+            };
+            close(floats(yf.clone()), floats(yc.clone()));
+            let gf = (yf * w.clone()).sum().backward();
+            let gc = (yc * w).sum().backward();
+            close(floats(x.grad(&gf).unwrap()), floats(x.grad(&gc).unwrap()));
+            for p in [&s.t_left, &s.a_left, &s.t_right, &s.a_right] {
+                close(floats(p.grad(&gf).unwrap()), floats(p.grad(&gc).unwrap()));
+            }
         }
     }
 }

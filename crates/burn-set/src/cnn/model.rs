@@ -105,7 +105,7 @@ impl SetCnn {
         self.convs.iter().enumerate().fold(x, |x, (i, conv)| {
             let x = relu(conv.forward(x));
             if i % 2 == 0 {
-                self.dropout.forward(x)
+                crate::dropout::dropout_forward(&self.dropout, x)
             } else {
                 self.pool.forward(x)
             }

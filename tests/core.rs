@@ -171,8 +171,12 @@ fn record_round_trip_keeps_the_mask() {
 }
 
 fn tiny_mlp(device: &Device, sparsity: Sparsity) -> SetMlp {
+    tiny_mlp_with(device, sparsity, Storage::Masked)
+}
+
+fn tiny_mlp_with(device: &Device, sparsity: Sparsity, storage: Storage) -> SetMlp {
     SetMlpConfig::new(784, vec![64, 32], 10)
-        .with_storage(Some(Storage::Masked))
+        .with_storage(Some(storage))
         .with_sparsity(sparsity)
         .with_epsilon(4.0)
         .with_seed(11)
@@ -313,8 +317,18 @@ fn regrown_weight_first_update_is_a_plain_gradient_step() {
 
 #[test]
 fn set_callback_evolves_inside_a_real_supervised_training() {
+    evolves_inside_a_real_supervised_training(Storage::Masked);
+}
+
+/// Truly sparse layers shrink at the final prune: the returned model is the pruned one.
+#[test]
+fn set_callback_evolves_sparse_storage_inside_a_real_supervised_training() {
+    evolves_inside_a_real_supervised_training(Storage::Sparse);
+}
+
+fn evolves_inside_a_real_supervised_training(storage: Storage) {
     let device = dev().autodiff();
-    let model = tiny_mlp(&device, Sparsity::Set);
+    let model = tiny_mlp_with(&device, Sparsity::Set, storage);
     let initial = snapshot_layers(&model, false);
     let n0 = topology_summary(&model).connections;
     let train = embedded_mnist(Split::Train).unwrap().limit(256);
@@ -357,8 +371,12 @@ fn set_callback_evolves_inside_a_real_supervised_training() {
     }
     // masked weights are exactly zero in the returned model
     for (i, l) in model.hidden.iter().enumerate() {
-        let w = floats(l.linear.as_masked().unwrap().weight.val());
-        let m = mask_of(l.linear.as_masked().unwrap());
+        let Some(masked) = l.linear.as_masked() else {
+            assert_eq!(storage, Storage::Sparse);
+            continue;
+        };
+        let w = floats(masked.weight.val());
+        let m = mask_of(masked);
         assert!(w.iter().zip(&m).all(|(w, m)| *m || *w == 0.0), "layer {i}");
     }
     assert_eq!(cb.stats().connections, n0 - pruned as u64);

@@ -50,6 +50,14 @@ enum Command {
         #[command(subcommand)]
         which: BenchCmd,
     },
+    /// Draw the Scale chart (SVG) from `bench scale --json` lines.
+    PlotScale {
+        /// File of `burn-set bench scale --json` output lines (other lines are skipped).
+        input: PathBuf,
+        /// SVG to write.
+        #[arg(long, default_value = "scale.svg")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -228,12 +236,42 @@ fn print<T: serde::Serialize>(value: &T, json: bool) -> Result<(), String> {
     Ok(())
 }
 
+/// Reads `bench scale` JSON lines and writes the chart.
+fn plot_scale(input: &std::path::Path, out: &std::path::Path) -> Result<(), String> {
+    let text = std::fs::read_to_string(input)
+        .map_err(|e| format!("cannot read {}: {e}", input.display()))?;
+    let mut points: Vec<burn_set::plot::ScalePoint> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| {
+            let f = |k: &str| v.get(k).and_then(|x| x.as_f64());
+            Some((
+                f("hidden")? as usize,
+                f("epoch_seconds")? * 10_000.0 / f("samples")?,
+                f("peak_memory_gb")?,
+            ))
+        })
+        .collect();
+    if points.is_empty() {
+        return Err(format!(
+            "{} has no `burn-set bench scale --json` lines",
+            input.display()
+        ));
+    }
+    points.sort_by_key(|p| p.0);
+    std::fs::write(out, burn_set::plot::scale_chart(&points))
+        .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    println!("wrote {} ({} points)", out.display(), points.len());
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Mlp(a) => mlp(a),
         Command::Cnn(a) => cnn::cnn(a),
         Command::Rbm(a) => rbm::rbm(a),
+        Command::PlotScale { input, out } => plot_scale(&input, &out),
         Command::Bench { which } => match which {
             BenchCmd::MaskedLinear {
                 iterations,

@@ -251,6 +251,41 @@ pub struct ScaleBench {
     pub peak_memory_gb: f64,
     /// Storage used.
     pub storage: Storage,
+    /// The authors' truly sparse Python code (SciPy CSR + Cython) on this machine for the same
+    /// net and samples: measured at 1,000 / 3,000 / 10,000 / 30,000 neurons (see
+    /// [`PYTHON_REFERENCE`]), elsewhere its linear trend in connections (from the 30,000 point).
+    pub python_reference_seconds: f64,
+    /// `python_reference_seconds / epoch_seconds`, per sample.
+    pub speedup_vs_python: f64,
+}
+
+/// The authors' truly sparse Python SET (SciPy CSR + Cython), measured on this 2-core machine:
+/// (neurons per hidden layer, seconds per epoch of 10,000 MNIST samples, peak memory GB), for
+/// 784-N-N-N-10, ε = 20, batch 128, dropout 0.3.
+pub const PYTHON_REFERENCE: [(usize, f64, f64); 4] = [
+    (1_000, 4.2, 0.15),
+    (3_000, 11.3, 0.19),
+    (10_000, 42.0, 0.36),
+    (30_000, 149.0, 0.87),
+];
+
+/// Connections of the reference's 784-N-N-N-10 at ε = 20 (its three sparse hidden layers).
+fn reference_connections(hidden: usize) -> f64 {
+    let p = |a: usize, b: usize| (20.0 * (a + b) as f64 / (a * b) as f64).min(1.0);
+    let (h, i) = (hidden as f64, 784.0);
+    p(784, hidden) * i * h + 2.0 * p(hidden, hidden) * h * h
+}
+
+/// The reference's seconds for `samples` samples at `hidden` neurons per layer.
+pub fn python_reference_seconds(hidden: usize, samples: usize) -> f64 {
+    let per_10k = match PYTHON_REFERENCE.iter().find(|r| r.0 == hidden) {
+        Some(r) => r.1,
+        None => {
+            let (h, s, _) = PYTHON_REFERENCE[3];
+            s * reference_connections(hidden) / reference_connections(h)
+        }
+    };
+    per_10k * samples as f64 / 10_000.0
 }
 
 /// One epoch of a 784-N-N-N-10 SET-MLP (ε = 20, batch 128, synthetic inputs) and its peak memory.
@@ -267,14 +302,18 @@ pub fn scale(device: &Device, hidden: usize, samples: usize, storage: Storage) -
     let (model, _) = cb.evolve(model, 1, steps, 1);
     let evolution_seconds = t1.elapsed().as_secs_f64();
     drop(model);
+    let epoch_seconds = t0.elapsed().as_secs_f64();
+    let python_reference_seconds = python_reference_seconds(hidden, samples);
     ScaleBench {
         hidden,
         connections,
         samples,
-        epoch_seconds: t0.elapsed().as_secs_f64(),
+        epoch_seconds,
         evolution_seconds,
         peak_memory_gb: peak_rss_gb(),
         storage,
+        python_reference_seconds,
+        speedup_vs_python: python_reference_seconds / epoch_seconds,
     }
 }
 

@@ -15,6 +15,7 @@ pub mod head;
 pub mod layers;
 pub mod metrics;
 pub mod mlp;
+pub mod plot;
 pub mod rbm;
 pub mod set_linear;
 pub mod sparse_backend;

@@ -43,10 +43,34 @@ impl SetStrategy {
 /// optimizer state per parameter, not per element). The reference Keras SET code does the same
 /// (it rebuilds and recompiles the model every epoch). With the state reset, pruned positions
 /// keep exactly zero weight, gradient and momentum until they are regrown.
-pub fn apply_evolution<M: LearnerModel>(learner: &mut Learner<M>, (model, changed): (M, bool)) {
-    if changed {
-        learner.load_model(model.into_record());
-        learner.load_optim(OptimizerRecord::default());
+///
+/// Burn's `Learner` can only take a model through a record of the same shapes. Truly sparse
+/// layers ([`SparseSetLinear`](crate::sparse_linear::SparseSetLinear)) change shape when the
+/// final prune removes connections: then the learner is left as it is and the evolved model is
+/// returned, for the caller to use in its place (the training is over by then).
+pub fn apply_evolution<M: LearnerModel>(
+    learner: &mut Learner<M>,
+    (model, changed): (M, bool),
+) -> Option<M> {
+    if !changed {
+        return None;
+    }
+    if model.num_params() != learner.model().num_params() {
+        return Some(model);
+    }
+    learner.load_model(model.into_record());
+    learner.load_optim(OptimizerRecord::default());
+    None
+}
+
+/// [`apply_evolution`] for an evolution in the middle of training, which keeps the number of
+/// connections (every pruned connection is regrown).
+fn apply_training_evolution<M: LearnerModel>(learner: &mut Learner<M>, evolved: (M, bool)) {
+    if apply_evolution(learner, evolved).is_some() {
+        panic!(
+            "SET changed the number of connections of a truly sparse layer during training \
+             (a layer too dense to regrow every pruned connection?): lower ε or use masked storage"
+        );
     }
 }
 
@@ -82,6 +106,7 @@ impl<M: LearnerModel + 'static> SupervisedLearningStrategy<M> for SetStrategy {
         let num_epochs = tc.num_epochs;
         let mut total_evolutions = num_epochs.saturating_sub(1);
         let mut global_step = 0usize;
+        let mut final_model: Option<M> = None;
 
         for epoch in starting_epoch..=num_epochs {
             let last_epoch = epoch == num_epochs;
@@ -132,7 +157,7 @@ impl<M: LearnerModel + 'static> SupervisedLearningStrategy<M> for SetStrategy {
                     if cb.evolves_at_step(global_step) && !end_of_training {
                         let evolved =
                             cb.evolve(learner.model(), epoch, global_step, total_evolutions);
-                        apply_evolution(&mut learner, evolved);
+                        apply_training_evolution(&mut learner, evolved);
                     }
                 }
                 let ti = TrainingItem::new(
@@ -154,7 +179,9 @@ impl<M: LearnerModel + 'static> SupervisedLearningStrategy<M> for SetStrategy {
             // ---- after the last epoch: prune without regrowing, then validate what is returned
             if last_epoch {
                 let pruned = cb.final_prune(learner.model(), epoch, global_step, total_evolutions);
-                apply_evolution(&mut learner, pruned);
+                // Sparse layers shrink: the pruned model then replaces the learner's for the
+                // validation and as the result (the last checkpoint keeps the unpruned one).
+                final_model = apply_evolution(&mut learner, pruned);
             }
 
             // ---- valid split
@@ -162,7 +189,10 @@ impl<M: LearnerModel + 'static> SupervisedLearningStrategy<M> for SetStrategy {
                 epoch_number: epoch,
                 total_items: dl_valid.num_items(),
             }));
-            let model_valid = learner.model().valid();
+            let model_valid = final_model
+                .clone()
+                .unwrap_or_else(|| learner.model())
+                .valid();
             let mut it = dl_valid.iter();
             let mut iteration = 0;
             while let Some(item) = it.next() {
@@ -188,7 +218,7 @@ impl<M: LearnerModel + 'static> SupervisedLearningStrategy<M> for SetStrategy {
             // ---- SET at the end of every epoch but the last
             if !last_epoch && cb.evolves_at_epoch_end() {
                 let evolved = cb.evolve(learner.model(), epoch, global_step, total_evolutions);
-                apply_evolution(&mut learner, evolved);
+                apply_training_evolution(&mut learner, evolved);
             }
 
             intr.fail_on_error(proc.process_train(LearnerEvent::EndEpoch(epoch)));
@@ -207,7 +237,7 @@ impl<M: LearnerModel + 'static> SupervisedLearningStrategy<M> for SetStrategy {
                 break;
             }
         }
-        (learner.model(), proc)
+        (final_model.unwrap_or_else(|| learner.model()), proc)
     }
 }
 

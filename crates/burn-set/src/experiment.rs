@@ -123,6 +123,8 @@ pub struct MlpReport {
     pub test_samples: usize,
     /// Backend used.
     pub backend: BackendKind,
+    /// Storage of the sparse layers (`null` for the dense MLP).
+    pub storage: Option<crate::layers::Storage>,
     /// Every evolution step.
     pub evolutions: Vec<EvolutionRecord>,
 }
@@ -147,6 +149,7 @@ pub fn run_mlp(
     .with_activation(run.activation)
     .with_dropout(run.dropout)
     .with_seed(run.seed)
+    .with_storage(run.storage)
     .try_init(&device)
     .map_err(|e| e.to_string())?;
     let optim = paper_sgd(run.momentum, run.weight_decay);
@@ -176,10 +179,17 @@ pub fn run_mlp(
     )?;
     let epochs = acc.len();
     let summary = topology_summary(&model);
-    // num_params counts the masks and the masked-out (zero) weights: neither is trainable.
-    let trainable = model.num_params() as u64
-        - summary.mask_entries
-        - (summary.dense_connections - summary.connections);
+    // num_params would count the masks, the masked-out (zero) weights and the index tensors
+    let trainable = model
+        .hidden
+        .iter()
+        .map(crate::mlp::HiddenBlock::trainable_weights)
+        .sum::<u64>()
+        + model.output.num_params() as u64;
+    let storage = crate::layers::snapshot_layers(&model, false)
+        .iter()
+        .find(|l| l.sparsity != Sparsity::Dense)
+        .map(|l| l.storage);
     Ok(MlpReport {
         model: run.model.name().to_string(),
         dataset: run.dataset.clone(),
@@ -195,6 +205,7 @@ pub fn run_mlp(
         train_samples: n_train,
         test_samples: n_test,
         backend: run.backend,
+        storage,
         evolutions: callback.history(),
     })
 }

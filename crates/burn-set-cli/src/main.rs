@@ -125,7 +125,7 @@ enum BenchCmd {
     },
     /// SET-MLP epoch time with sparse vs masked storage vs the dense MLP (MNIST shape).
     SparseMlp {
-        #[arg(long, default_value_t = 10)]
+        #[arg(long, default_value_t = 50)]
         steps: usize,
         #[arg(long, default_value = "flex")]
         backend: BackendKind,

@@ -149,6 +149,25 @@ fn time_sgd_steps(
     (model, t0.elapsed().as_secs_f64() / steps.max(1) as f64)
 }
 
+/// Median seconds per SGD step of each model, timed in interleaved rounds of a few steps so
+/// that every variant sees the same machine state (a one-off stall moves a median little).
+fn interleaved_step_seconds(
+    mut models: Vec<SetMlp>,
+    rounds: usize,
+    steps_per_round: usize,
+    device: &Device,
+) -> Vec<f64> {
+    let mut times = vec![Vec::new(); models.len()];
+    for _ in 0..rounds {
+        for (m, t) in models.iter_mut().zip(&mut times) {
+            let (next, s) = time_sgd_steps(m.clone(), 784, 128, 1, steps_per_round, device);
+            *m = next;
+            t.push(s);
+        }
+    }
+    times.into_iter().map(median).collect()
+}
+
 fn mnist_mlp(
     sparsity: Sparsity,
     storage: Option<Storage>,
@@ -205,7 +224,8 @@ pub struct SparseMlpBench {
     pub sparse_vs_dense: f64,
     /// masked / sparse.
     pub sparse_vs_masked: f64,
-    /// Steps timed per variant (the epoch time is extrapolated from them).
+    /// Steps timed per variant, in interleaved rounds of 5 (the epoch time is extrapolated from
+    /// the median round).
     pub timed_steps: usize,
     /// Note on inputs.
     pub inputs: &'static str,
@@ -216,20 +236,25 @@ pub struct SparseMlpBench {
 pub fn sparse_mlp(device: &Device, timed_steps: usize) -> SparseMlpBench {
     let device = device.clone().autodiff();
     let steps_per_epoch = 60_000f64 / 128.0;
-    let time = |sparsity, storage| {
-        let model = mnist_mlp(sparsity, storage, 1000, &device);
-        time_sgd_steps(model, 784, 128, 3, timed_steps, &device).1 * steps_per_epoch
-    };
-    let sparse = time(Sparsity::Set, Some(Storage::Sparse));
-    let masked = time(Sparsity::Set, Some(Storage::Masked));
-    let dense = time(Sparsity::Dense, None);
+    let models = vec![
+        mnist_mlp(Sparsity::Set, Some(Storage::Sparse), 1000, &device),
+        mnist_mlp(Sparsity::Set, Some(Storage::Masked), 1000, &device),
+        mnist_mlp(Sparsity::Dense, None, 1000, &device),
+    ];
+    let rounds = timed_steps.div_ceil(5).max(1);
+    let t = interleaved_step_seconds(models, rounds, 5, &device);
+    let (sparse, masked, dense) = (
+        t[0] * steps_per_epoch,
+        t[1] * steps_per_epoch,
+        t[2] * steps_per_epoch,
+    );
     SparseMlpBench {
         sparse_seconds_per_epoch: sparse,
         masked_seconds_per_epoch: masked,
         dense_seconds_per_epoch: dense,
         sparse_vs_dense: dense / sparse,
         sparse_vs_masked: masked / sparse,
-        timed_steps,
+        timed_steps: rounds * 5,
         inputs: "synthetic uniform inputs and random labels (timing only); epoch = 469 steps of 128",
     }
 }

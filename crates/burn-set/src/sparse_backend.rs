@@ -36,30 +36,27 @@ pub trait SparseLinearBackend: Backend {
     ) -> FloatTensor<Self>;
 }
 
-impl SparseLinearBackend for NdArray {
-    fn sparse_linear(
-        xt: FloatTensor<Self>,
-        values: FloatTensor<Self>,
-        rows: IntTensor<Self>,
-        cols: IntTensor<Self>,
-        d_output: usize,
-    ) -> FloatTensor<Self> {
-        forward_via_host::<Self>(xt, values, rows, cols, d_output)
-    }
+/// The CPU backends run the host kernel (one impl per backend: the extension's dispatch
+/// needs one).
+macro_rules! host_sparse_linear {
+    ($backend:ty) => {
+        impl SparseLinearBackend for $backend {
+            fn sparse_linear(
+                xt: FloatTensor<Self>,
+                values: FloatTensor<Self>,
+                rows: IntTensor<Self>,
+                cols: IntTensor<Self>,
+                d_output: usize,
+            ) -> FloatTensor<Self> {
+                forward_via_host::<Self>(xt, values, rows, cols, d_output)
+            }
+        }
+    };
 }
 
+host_sparse_linear!(NdArray);
 #[cfg(feature = "flex")]
-impl SparseLinearBackend for Flex {
-    fn sparse_linear(
-        xt: FloatTensor<Self>,
-        values: FloatTensor<Self>,
-        rows: IntTensor<Self>,
-        cols: IntTensor<Self>,
-        d_output: usize,
-    ) -> FloatTensor<Self> {
-        forward_via_host::<Self>(xt, values, rows, cols, d_output)
-    }
-}
+host_sparse_linear!(Flex);
 
 /// Whether `device` (with or without autodiff) has the native kernel.
 pub fn has_native_kernel(device: &Device) -> bool {

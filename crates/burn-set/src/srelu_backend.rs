@@ -129,30 +129,27 @@ fn host_srelu<B: Backend>(x: FloatTensor<B>, p: [FloatTensor<B>; 4]) -> FloatTen
     B::float_from_data(TensorData::new(y, shape).convert_dtype(dtype), &device)
 }
 
-impl SReluBackend for NdArray {
-    fn srelu(
-        x: FloatTensor<Self>,
-        t_left: FloatTensor<Self>,
-        a_left: FloatTensor<Self>,
-        t_right: FloatTensor<Self>,
-        a_right: FloatTensor<Self>,
-    ) -> FloatTensor<Self> {
-        host_srelu::<Self>(x, [t_left, a_left, t_right, a_right])
-    }
+/// The CPU backends run the host kernel (one impl per backend: the extension's dispatch
+/// needs one).
+macro_rules! host_srelu {
+    ($backend:ty) => {
+        impl SReluBackend for $backend {
+            fn srelu(
+                x: FloatTensor<Self>,
+                t_left: FloatTensor<Self>,
+                a_left: FloatTensor<Self>,
+                t_right: FloatTensor<Self>,
+                a_right: FloatTensor<Self>,
+            ) -> FloatTensor<Self> {
+                host_srelu::<Self>(x, [t_left, a_left, t_right, a_right])
+            }
+        }
+    };
 }
 
+host_srelu!(NdArray);
 #[cfg(feature = "flex")]
-impl SReluBackend for Flex {
-    fn srelu(
-        x: FloatTensor<Self>,
-        t_left: FloatTensor<Self>,
-        a_left: FloatTensor<Self>,
-        t_right: FloatTensor<Self>,
-        a_right: FloatTensor<Self>,
-    ) -> FloatTensor<Self> {
-        host_srelu::<Self>(x, [t_left, a_left, t_right, a_right])
-    }
-}
+host_srelu!(Flex);
 
 #[derive(Debug)]
 struct SReluBackward;

@@ -15,7 +15,6 @@ use crate::srelu::ActivationKind;
 use crate::strategy::SetTrainingExt;
 use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
-use burn::module::Module;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{ModuleOptimizer, SgdConfig};
@@ -179,13 +178,7 @@ pub fn run_mlp(
     )?;
     let epochs = acc.len();
     let summary = topology_summary(&model);
-    // num_params would count the masks, the masked-out (zero) weights and the index tensors
-    let trainable = model
-        .hidden
-        .iter()
-        .map(crate::mlp::HiddenBlock::trainable_weights)
-        .sum::<u64>()
-        + model.output.num_params() as u64;
+    let trainable = model.trainable_weights();
     let storage = crate::layers::snapshot_layers(&model, false)
         .iter()
         .find(|l| l.sparsity != Sparsity::Dense)

@@ -102,7 +102,6 @@ impl SetHead {
     /// layer's weights and bias, and activation parameters (masked-out positions excluded).
     /// For the paper's dense head `2048 → 2048 → 2048 → 10` this is 8,413,194.
     pub fn trainable_weights(&self) -> u64 {
-        let hidden: u64 = self.hidden.iter().map(HiddenBlock::trainable_weights).sum();
-        hidden + self.output.num_params() as u64
+        crate::mlp::stack_trainable_weights(&self.hidden, &self.output)
     }
 }

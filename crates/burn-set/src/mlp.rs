@@ -205,7 +205,24 @@ impl HiddenBlock {
     }
 }
 
+/// Trainable weights of a hidden stack and its dense output layer: connections, biases and
+/// activation parameters (masks, masked-out positions and index tensors excluded). Shared by
+/// [`SetMlp`] and [`SetHead`](crate::head::SetHead).
+pub(crate) fn stack_trainable_weights(hidden: &[HiddenBlock], output: &Linear) -> u64 {
+    hidden
+        .iter()
+        .map(HiddenBlock::trainable_weights)
+        .sum::<u64>()
+        + output.num_params() as u64
+}
+
 impl SetMlp {
+    /// Trainable weights of the whole MLP (masks, masked-out positions and index tensors
+    /// excluded: `Module::num_params` would count them).
+    pub fn trainable_weights(&self) -> u64 {
+        stack_trainable_weights(&self.hidden, &self.output)
+    }
+
     /// Logits.
     ///
     /// # Shapes

@@ -11,21 +11,23 @@
 //! ∝ batch × (n_in + n_out) + nnz. Nothing of size `n_in × n_out` exists.
 
 use rayon::prelude::*;
+use std::borrow::Cow;
 
 /// Connections grouped by the neuron they write: group `g` is `slots offsets[g]..offsets[g + 1]`,
 /// and slot `s` reads source row `src[s]` with weight `w[s]`. Laid out in slot order so the
 /// kernels stream through them (going through a permutation instead made two random reads per
 /// connection, which dominated once the arrays outgrew the caches).
-struct Grouped {
+struct Grouped<'a> {
     offsets: Vec<usize>,
     src: Vec<u32>,
-    w: Vec<f32>,
+    /// Borrowed when the connections are already grouped.
+    w: Cow<'a, [f32]>,
 }
 
-impl Grouped {
+impl<'a> Grouped<'a> {
     /// Stable counting sort of the connections by `keys` (each `< n`); `other` (each `< n_src`)
     /// and `w` follow. Panics with a clear message on an out-of-range index.
-    fn by(keys: &[i64], n: usize, other: &[i64], n_src: usize, w: &[f32], what: &str) -> Self {
+    fn by(keys: &[i64], n: usize, other: &[i64], n_src: usize, w: &'a [f32], what: &str) -> Self {
         assert!(
             n_src <= u32::MAX as usize,
             "sparse layer: {n_src} neurons exceed the kernel's u32 indices"
@@ -49,7 +51,7 @@ impl Grouped {
             offsets[g + 1] += offsets[g];
         }
         let (src, w) = if sorted {
-            (other.iter().map(|&s| s as u32).collect(), w.to_vec())
+            (other.iter().map(|&s| s as u32).collect(), Cow::Borrowed(w))
         } else {
             let mut next = offsets.clone();
             let mut src = vec![0u32; keys.len()];
@@ -60,7 +62,7 @@ impl Grouped {
                 ws[*slot] = w[c];
                 *slot += 1;
             }
-            (src, ws)
+            (src, Cow::Owned(ws))
         };
         Self { offsets, src, w }
     }
@@ -166,7 +168,7 @@ fn gather_axpy<const FMA: bool>(
     out: &mut [f32],
     first_group: usize,
     b: usize,
-    groups: &Grouped,
+    groups: &Grouped<'_>,
     src: &[f32],
 ) {
     for (dg, row) in out.chunks_exact_mut(b).enumerate() {
@@ -205,7 +207,13 @@ fn gather_axpy<const FMA: bool>(
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn gather_axpy_avx2(out: &mut [f32], first_group: usize, b: usize, groups: &Grouped, src: &[f32]) {
+fn gather_axpy_avx2(
+    out: &mut [f32],
+    first_group: usize,
+    b: usize,
+    groups: &Grouped<'_>,
+    src: &[f32],
+) {
     gather_axpy::<true>(out, first_group, b, groups, src)
 }
 
@@ -293,7 +301,7 @@ fn accumulate(
 }
 
 /// `out` (`[n_groups, b]`, zero) ← the grouped AXPYs, output rows split over the threads.
-fn gather_rows(out: &mut [f32], b: usize, groups: &Grouped, src: &[f32]) {
+fn gather_rows(out: &mut [f32], b: usize, groups: &Grouped<'_>, src: &[f32]) {
     let n_groups = out.len() / b;
     let per = groups_per_task(n_groups);
     let fma = has_fma();

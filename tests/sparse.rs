@@ -1,13 +1,15 @@
 //! Truly sparse storage (`SparseSetLinear`) against the masked `SetLinear`.
 
-use burn::module::Module;
-use burn::tensor::{Device, Distribution, Tensor};
+use burn::module::{Module, Param};
+use burn::nn::DropoutConfig;
+use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use burn_set::callback::SetCallback;
 use burn_set::evolution::EvolutionConfig;
 use burn_set::layers::{Storage, snapshot_layers};
 use burn_set::set_linear::{SetLinear, SetLinearConfig, Sparsity};
 use burn_set::sparse_backend::{has_native_kernel, sparse_linear};
 use burn_set::sparse_linear::SparseSetLinear;
+use burn_set::srelu::{SRelu, SReluConfig};
 
 #[allow(deprecated)]
 fn dev() -> Device {
@@ -100,6 +102,113 @@ fn native_kernel_matches_the_portable_path() {
         assert!(close(
             &floats(x.grad(&gk).unwrap()),
             &floats(x.grad(&gp).unwrap())
+        ));
+    }
+}
+
+/// The fused sparse + bias + SReLU op gives the chained ops' output and all seven gradients.
+#[test]
+fn fused_srelu_block_matches_the_chained_ops() {
+    for device in cpu_devices() {
+        let device = device.autodiff();
+        let (_, sparse) = twins(&device);
+        let param = |lo: f64, hi: f64| {
+            Param::from_tensor(Tensor::<1>::random(
+                [30],
+                Distribution::Uniform(lo, hi),
+                &device,
+            ))
+        };
+        // thresholds and slopes spread so that every SReLU region is hit
+        let srelu = SRelu {
+            t_left: param(-0.8, 0.2),
+            a_left: param(-0.3, 0.5),
+            t_right: param(-1.0, 1.0),
+            a_right: param(0.5, 1.5),
+        };
+        let x =
+            Tensor::<3>::random([7, 5, 50], Distribution::Normal(0.0, 1.0), &device).require_grad();
+        let w = Tensor::<3>::random([7, 5, 30], Distribution::Normal(0.0, 1.0), &device);
+        let no_dropout = DropoutConfig::new(0.0).init();
+        let yf = sparse.forward_srelu_dropout(x.clone(), &srelu, &no_dropout);
+        let yc = srelu.forward_composed(sparse.forward(x.clone()));
+        assert_eq!(yf.dims(), [7, 5, 30]);
+        assert!(close(&floats(yf.clone()), &floats(yc.clone())));
+        let gf = (yf * w.clone()).sum().backward();
+        let gc = (yc * w).sum().backward();
+        let both =
+            |p: &Param<Tensor<1>>| (floats(p.grad(&gf).unwrap()), floats(p.grad(&gc).unwrap()));
+        let bias = sparse.bias.as_ref().unwrap();
+        for (name, p) in [
+            ("values", &sparse.values),
+            ("bias", bias),
+            ("t_left", &srelu.t_left),
+            ("a_left", &srelu.a_left),
+            ("t_right", &srelu.t_right),
+            ("a_right", &srelu.a_right),
+        ] {
+            let (f, c) = both(p);
+            assert!(close(&f, &c), "{name}: {f:?} vs {c:?}");
+            assert!(c.iter().any(|v| *v != 0.0), "{name}: no gradient");
+        }
+        assert!(close(
+            &floats(x.grad(&gf).unwrap()),
+            &floats(x.grad(&gc).unwrap())
+        ));
+    }
+}
+
+/// With dropout on, the fused block's outputs are the undropped ones, zeroed at the rate `p`
+/// or scaled by `1 / (1 − p)`, and dropped outputs pass no gradient.
+#[test]
+fn fused_block_dropout_zeroes_and_scales() {
+    for device in cpu_devices() {
+        let device = device.autodiff();
+        let (_, sparse) = twins(&device);
+        let srelu = SReluConfig::new(30).init(&device);
+        let x =
+            Tensor::<2>::random([400, 50], Distribution::Normal(0.0, 1.0), &device).require_grad();
+        let plain = floats(sparse.forward_srelu_dropout(
+            x.clone(),
+            &srelu,
+            &DropoutConfig::new(0.0).init(),
+        ));
+        let y = sparse.forward_srelu_dropout(x.clone(), &srelu, &DropoutConfig::new(0.3).init());
+        let grads = y.clone().sum().backward();
+        let y = floats(y);
+        let (mut dropped, mut nonzero) = (0usize, 0usize);
+        let mut mask = vec![0f32; y.len()];
+        for ((d, p), m) in y.iter().zip(&plain).zip(mask.iter_mut()) {
+            assert!(*p != 0.0);
+            nonzero += 1;
+            if *d == 0.0 {
+                dropped += 1;
+            } else {
+                assert!((d - p / 0.7).abs() <= 1e-4 * (1.0 + p.abs()), "{d} vs {p}");
+                *m = 1.0 / 0.7;
+            }
+        }
+        let rate = dropped as f64 / nonzero as f64;
+        assert!((rate - 0.3).abs() < 0.02, "dropped {rate}");
+        // the gradients are the chained ops' under the same mask
+        let mask = Tensor::<2>::from_data(TensorData::new(mask, [400, 30]), &device);
+        let chained = srelu.forward_composed(sparse.forward(x.clone())) * mask;
+        let gc = chained.sum().backward();
+        for (name, p) in [
+            ("values", &sparse.values),
+            ("bias", sparse.bias.as_ref().unwrap()),
+            ("a_left", &srelu.a_left),
+            ("t_right", &srelu.t_right),
+        ] {
+            let (f, c) = (
+                floats(p.grad(&grads).unwrap()),
+                floats(p.grad(&gc).unwrap()),
+            );
+            assert!(close(&f, &c), "{name}: {f:?} vs {c:?}");
+        }
+        assert!(close(
+            &floats(x.grad(&grads).unwrap()),
+            &floats(x.grad(&gc).unwrap())
         ));
     }
 }

@@ -10,8 +10,8 @@
 
 use crate::sparse_backend::has_native_kernel;
 use burn::nn::Dropout;
-use burn::tensor::{Distribution, Int, Tensor, TensorData};
-use rand::{RngCore, SeedableRng, rngs::SmallRng};
+use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
+use rand::{Rng, SeedableRng, rngs::SmallRng};
 use rayon::prelude::*;
 
 /// Elements per independently seeded chunk of the mask.
@@ -23,7 +23,9 @@ pub fn bernoulli_mask(n: usize, keep: f64, seed: u64) -> Vec<f32> {
         (0.0..=1.0).contains(&keep),
         "keep probability {keep} is not in [0, 1]"
     );
-    let threshold = (keep * 4_294_967_296.0).min(u32::MAX as f64) as u64;
+    // 16 random bits per value: `keep` is rounded to a multiple of 2⁻¹⁶ (the scale uses the
+    // exact `keep`)
+    let threshold = (keep * 65_536.0).round() as u32;
     let scale = if keep > 0.0 { (1.0 / keep) as f32 } else { 0.0 };
     let mut mask = vec![0f32; n];
     mask.par_chunks_mut(CHUNK)
@@ -31,34 +33,42 @@ pub fn bernoulli_mask(n: usize, keep: f64, seed: u64) -> Vec<f32> {
         .for_each(|(c, chunk)| {
             let mut rng =
                 SmallRng::seed_from_u64(seed ^ (c as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            for pair in chunk.chunks_mut(2) {
-                let r = rng.next_u64();
-                for (i, m) in pair.iter_mut().enumerate() {
-                    let u = (r >> (32 * i)) & 0xFFFF_FFFF;
-                    *m = scale * ((u < threshold) as u32 as f32); // branch-free
-                }
+            let mut bits = vec![0u16; chunk.len()];
+            rng.fill(&mut bits[..]);
+            for (m, &u) in chunk.iter_mut().zip(&bits) {
+                *m = scale * (((u as u32) < threshold) as u32 as f32); // branch-free
             }
         });
     mask
 }
 
-/// `dropout.forward(x)`, with the mask drawn on the host on the CPU backends.
-pub fn dropout_forward<const D: usize>(dropout: &Dropout, x: Tensor<D>) -> Tensor<D> {
-    let device = x.device();
+/// The host mask `dropout` puts on a tensor on `device`: `(seed, keep probability)`, drawn
+/// from the backend's generator; `None` where it puts none (not training, `p = 0`) or where
+/// Burn's own dropout runs (backends without the native kernels).
+pub fn host_mask_seed(dropout: &Dropout, device: &Device) -> Option<(u64, f64)> {
     if !dropout.training.is_enabled()
         || !device.is_autodiff()
         || dropout.prob == 0.0
-        || !has_native_kernel(&device)
+        || !has_native_kernel(device)
     {
-        return dropout.forward(x);
+        return None;
     }
     // 3 × 30 bits (backends' int tensors may be i32)
-    let seed = Tensor::<1, Int>::random([3], Distribution::Uniform(0.0, 1_073_741_824.0), &device)
+    let seed = Tensor::<1, Int>::random([3], Distribution::Uniform(0.0, 1_073_741_824.0), device)
         .into_data()
         .iter::<i64>()
         .fold(0u64, |acc, v| acc.rotate_left(30) ^ v as u64);
+    Some((seed, 1.0 - dropout.prob))
+}
+
+/// `dropout.forward(x)`, with the mask drawn on the host on the CPU backends.
+pub fn dropout_forward<const D: usize>(dropout: &Dropout, x: Tensor<D>) -> Tensor<D> {
+    let device = x.device();
+    let Some((seed, keep)) = host_mask_seed(dropout, &device) else {
+        return dropout.forward(x);
+    };
     let shape = x.shape();
-    let mask = bernoulli_mask(shape.num_elements(), 1.0 - dropout.prob, seed);
+    let mask = bernoulli_mask(shape.num_elements(), keep, seed);
     let mask = Tensor::<D>::from_data(TensorData::new(mask, shape), &device);
     x * mask
 }

@@ -5,6 +5,7 @@
 
 pub mod backend;
 pub mod bench;
+pub mod block_backend;
 pub mod callback;
 pub mod cnn;
 pub mod data;

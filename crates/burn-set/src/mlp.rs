@@ -188,10 +188,15 @@ impl HiddenBlock {
     /// - input: `[..., d_input]`
     /// - output: `[..., width]`
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        dropout_forward(
-            &self.dropout,
-            self.activation.forward(self.linear.forward(x)),
-        )
+        match (&self.linear, &self.activation) {
+            (SetLayer::Sparse(l), Activation::SRelu(s)) => {
+                l.forward_srelu_dropout(x, s, &self.dropout)
+            }
+            _ => dropout_forward(
+                &self.dropout,
+                self.activation.forward(self.linear.forward(x)),
+            ),
+        }
     }
 
     /// Trainable parameters: connections, bias and activation parameters (masks and

@@ -117,7 +117,7 @@ fn host_transposes<B: 'static>() -> bool {
 }
 
 /// Reads a feature-major `[r, c]` tensor.
-fn read_feature_major<B: Backend>(t: FloatTensor<B>) -> Vec<f32> {
+pub(crate) fn read_feature_major<B: Backend>(t: FloatTensor<B>) -> Vec<f32> {
     if host_transposes::<B>() {
         let (r, c) = dims2(&t.shape());
         sparse_kernel::transpose(&floats::<B>(B::float_transpose(t)), c, r)
@@ -127,7 +127,7 @@ fn read_feature_major<B: Backend>(t: FloatTensor<B>) -> Vec<f32> {
 }
 
 /// Writes a feature-major `[r, c]` tensor.
-fn write_feature_major<B: Backend>(
+pub(crate) fn write_feature_major<B: Backend>(
     v: Vec<f32>,
     [r, c]: [usize; 2],
     dtype: burn::tensor::DType,

@@ -11,10 +11,14 @@
 //! `zeros.select_assign(0, cols, …, Add)`, which has autodiff on every backend. Both compute what
 //! a [`SetLinear`](crate::set_linear::SetLinear) with the same topology and weights computes.
 
+use crate::block_backend::{BlockDropout, sparse_srelu_block};
+use crate::dropout::{dropout_forward, host_mask_seed};
 use crate::set_linear::{SetLinearConfig, Sparsity, float_data};
 use crate::sparse_backend::{has_native_kernel, sparse_linear};
+use crate::srelu::SRelu;
 use crate::topology::{SparseTopology, TopologyError, er_probability};
 use burn::module::{Module, Param, ParamId};
+use burn::nn::Dropout;
 use burn::tensor::{Device, IndexingUpdateOp, Int, Tensor, TensorData};
 
 /// The connection indices of a sparse layer. The variant tells SET whether to evolve it.
@@ -191,6 +195,54 @@ impl SparseSetLinear {
         y.reshape(out)
     }
 
+    /// `dropout(SReLU(forward(x)))`, the paper's hidden block, as one fused op on the CPU
+    /// backends ([`block_backend`](crate::block_backend)); elsewhere, or without a bias, the
+    /// three forwards chained. The same result either way (up to the dropout mask's draw).
+    ///
+    /// The output of the fused op is a transposed view of feature-major storage, which is
+    /// what the next sparse layer's kernel reads: chained blocks pass activations without
+    /// copies or transposes.
+    ///
+    /// # Shapes
+    /// - input: `[..., d_input]`
+    /// - output: `[..., d_output]`
+    pub fn forward_srelu_dropout<const D: usize>(
+        &self,
+        input: Tensor<D>,
+        srelu: &SRelu,
+        dropout: &Dropout,
+    ) -> Tensor<D> {
+        let dims = input.dims();
+        let (Some(bias), true) = (&self.bias, has_native_kernel(&input.device())) else {
+            return dropout_forward(dropout, srelu.forward(self.forward(input)));
+        };
+        assert_eq!(
+            dims[D - 1],
+            self.d_input,
+            "SparseSetLinear expects last axis {} but got {:?}",
+            self.d_input,
+            dims
+        );
+        let batch: usize = dims[..D - 1].iter().product();
+        let mask = host_mask_seed(dropout, &input.device())
+            .map(|(seed, keep)| BlockDropout { seed, keep });
+        let index = self.structure.index();
+        let params =
+            [&srelu.t_left, &srelu.a_left, &srelu.t_right, &srelu.a_right].map(|p| p.val());
+        let yt = sparse_srelu_block(
+            reshaped(input, [batch, self.d_input]).transpose(),
+            self.values.val(),
+            index.rows.val(),
+            index.cols.val(),
+            bias.val(),
+            params,
+            mask,
+        );
+        let mut out = dims;
+        out[D - 1] = self.d_output;
+        reshaped(yt.transpose(), out)
+    }
+
     /// `x · W` without bias through Burn's portable gather/scatter (any backend, with autodiff);
     /// `forward` uses it where the backend has no native kernel.
     ///
@@ -257,4 +309,15 @@ pub(crate) fn int_data<const D: usize>(t: Tensor<D, Int>) -> Vec<i64> {
         .convert::<i64>()
         .try_to_vec::<i64>()
         .expect("int tensor data")
+}
+
+/// `t` reshaped to `dims`; a tensor that already has `D2` axes is passed through untouched
+/// (Burn's reshape, and its backward, would copy a transposed view even to the same shape).
+fn reshaped<const D: usize, const D2: usize>(t: Tensor<D>, dims: [usize; D2]) -> Tensor<D2> {
+    if D == D2 {
+        debug_assert_eq!(t.dims()[..], dims[..]);
+        Tensor::from_dispatch(t.into_dispatch())
+    } else {
+        t.reshape(dims)
+    }
 }

@@ -1,0 +1,433 @@
+//! The paper's hidden block `SReLU(x · W + b)` for a sparse `W` as one fused Burn op on the CPU
+//! backends (a backend extension like the sparse product and SReLU it fuses).
+//!
+//! Chained as separate ops, the sparse product, the bias and SReLU each crossed between Burn's
+//! tensors and the host (a copy each way, a strided transpose of the feature-major kernel
+//! output, a broadcast bias op and its reduction, a reshape backward that copied a transposed
+//! gradient). Fused, the block reads `x`, the weights and the parameters once, runs the host
+//! code of [`sparse_kernel`](crate::sparse_kernel) and [`srelu_backend`](crate::srelu_backend)
+//! back to back, and writes one batch-major output; its backward reads one gradient and writes
+//! the seven. Results are those of the chained ops (a test checks it).
+
+#![allow(deprecated)] // burn-ndarray is deprecated upstream but still one of our CPU backends
+
+use crate::dropout::bernoulli_mask;
+use crate::sparse_backend::{dims2, floats, ints, read_feature_major, write_feature_major};
+use crate::sparse_kernel;
+#[cfg(feature = "flex")]
+use burn::backend::Flex;
+use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::tensor::{FloatTensor, IntTensor};
+use burn::backend::{Autodiff, Backend, NdArray, TensorMetadata, backend_extension};
+use burn::tensor::{DType, Int, Tensor, TensorData};
+use rayon::prelude::*;
+use std::sync::Arc;
+
+/// Backends with the fused sparse SReLU block.
+#[backend_extension(NdArray, Flex: cfg(feature = "flex"), Autodiff)]
+pub trait SparseBlockBackend: Backend {
+    /// `dropout(SReLU(x · W + b))`, feature-major, for the COO `W` (`values` at
+    /// `(rows, cols)`) and SReLU's per-neuron parameters (`t_right` is the offset of the
+    /// right threshold from `t_left`).
+    ///
+    /// # Shapes
+    /// - xt: `[d_input, batch]`; values / rows / cols: `[nnz]`
+    /// - bias, t_left, a_left, t_right, a_right: `[d_output]`
+    /// - output: `[d_output, batch]`
+    #[allow(clippy::too_many_arguments)]
+    fn sparse_srelu_block(
+        xt: FloatTensor<Self>,
+        values: FloatTensor<Self>,
+        rows: IntTensor<Self>,
+        cols: IntTensor<Self>,
+        bias: FloatTensor<Self>,
+        t_left: FloatTensor<Self>,
+        a_left: FloatTensor<Self>,
+        t_right: FloatTensor<Self>,
+        a_right: FloatTensor<Self>,
+        dropout: Option<BlockDropout>,
+    ) -> FloatTensor<Self>;
+}
+
+/// Dropout of a block: the Bernoulli mask's seed and keep probability (see
+/// [`bernoulli_mask`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BlockDropout {
+    /// Seed of the mask.
+    pub seed: u64,
+    /// Probability of keeping a value (kept values are scaled by `1 / keep`).
+    pub keep: f64,
+}
+
+/// What the forward pass computed on the host, kept for the backward pass. Feature-major: one
+/// row of `batch` values per neuron.
+#[derive(Debug)]
+pub struct BlockHost {
+    /// `xᵀ`, `[d_input, batch]`.
+    pub xt: Vec<f32>,
+    /// Pre-activation `(x · W + b)ᵀ`, `[d_output, batch]`.
+    pub zt: Vec<f32>,
+    /// Dropout mask `[d_output, batch]` (values `0` or `1 / keep`), if any.
+    pub mask: Option<Vec<f32>>,
+    /// Output `(dropout(SReLU(z)))ᵀ`, `[d_output, batch]`.
+    pub yt: Vec<f32>,
+}
+
+/// SReLU's thresholds of neuron `o`: `(t_l, a_l, t_r, a_r, sign of the t_r offset)`.
+fn srelu_at(p: &[Vec<f32>; 4], o: usize) -> (f32, f32, f32, f32, f32) {
+    let [tl, al, trp, ar] = p;
+    (tl[o], al[o], tl[o] + trp[o].abs(), ar[o], trp[o].signum())
+}
+
+/// Host forward pass, feature-major: `xt` is `[d_input, batch]`; `bias` and the SReLU
+/// parameters `params = [t_left, a_left, t_right offset, a_right]` have `d_output` values each.
+#[allow(clippy::too_many_arguments)]
+pub fn block_forward_host(
+    xt: Vec<f32>,
+    batch: usize,
+    values: &[f32],
+    rows: &[i64],
+    cols: &[i64],
+    bias: &[f32],
+    params: &[Vec<f32>; 4],
+    dropout: Option<BlockDropout>,
+) -> BlockHost {
+    let d_output = bias.len();
+    let mut zt = sparse_kernel::forward_t(&xt, batch, values, rows, cols, d_output);
+    let mask = dropout.map(|d| bernoulli_mask(d_output * batch, d.keep, d.seed));
+    let mut yt = vec![0f32; zt.len()];
+    if batch > 0 {
+        let per = rows_per_task(d_output) * batch;
+        yt.par_chunks_mut(per)
+            .zip(zt.par_chunks_mut(per))
+            .enumerate()
+            .for_each(|(t, (yc, zc))| {
+                for (i, (yr, zr)) in yc
+                    .chunks_exact_mut(batch)
+                    .zip(zc.chunks_exact_mut(batch))
+                    .enumerate()
+                {
+                    let o = t * per / batch + i;
+                    let (tl, al, tr, ar, _) = srelu_at(params, o);
+                    let b = bias[o];
+                    // branch-free: vectorises over the batch
+                    for (y, z) in yr.iter_mut().zip(zr.iter_mut()) {
+                        let v = *z + b;
+                        *z = v;
+                        let l = (v < tl) as u32 as f32;
+                        let r = (v > tr) as u32 as f32;
+                        *y = v + l * (1.0 - al) * (tl - v) + r * (ar - 1.0) * (v - tr);
+                    }
+                }
+            });
+        if let Some(m) = &mask {
+            yt.par_chunks_mut(1 << 16)
+                .zip(m.par_chunks(1 << 16))
+                .for_each(|(y, m)| y.iter_mut().zip(m).for_each(|(y, m)| *y *= m));
+        }
+    }
+    BlockHost { xt, zt, mask, yt }
+}
+
+/// Gradients of a block for `gt = (∂L/∂y)ᵀ` (`[d_output, batch]`).
+#[derive(Debug)]
+pub struct BlockGrads {
+    /// `(∂L/∂x)ᵀ`, `[d_input, batch]` (when asked for).
+    pub xt: Option<Vec<f32>>,
+    /// `∂L/∂values`, `[nnz]` (when asked for).
+    pub values: Option<Vec<f32>>,
+    /// `∂L/∂b`, `[d_output]`.
+    pub bias: Vec<f32>,
+    /// SReLU's parameter gradients, in `params` order.
+    pub params: [Vec<f32>; 4],
+}
+
+/// Host backward pass of [`block_forward_host`].
+#[allow(clippy::too_many_arguments)]
+pub fn block_backward_host(
+    h: &BlockHost,
+    mut gt: Vec<f32>,
+    batch: usize,
+    d_input: usize,
+    values: &[f32],
+    rows: &[i64],
+    cols: &[i64],
+    params: &[Vec<f32>; 4],
+    want_x: bool,
+    want_values: bool,
+) -> BlockGrads {
+    let d_output = params[0].len();
+    // per neuron: ∂b, ∂t_l, ∂a_l, ∂t_r, ∂a_r; gt becomes ∂L/∂z in place
+    let mut sums = vec![[0f32; 5]; d_output];
+    if batch > 0 {
+        let per = rows_per_task(d_output);
+        gt.par_chunks_mut(per * batch)
+            .zip(h.zt.par_chunks(per * batch))
+            .zip(sums.par_chunks_mut(per))
+            .enumerate()
+            .for_each(|(t, ((gc, zc), sc))| {
+                let rows = gc.chunks_exact_mut(batch).zip(zc.chunks_exact(batch));
+                for (i, ((gr, zr), s)) in rows.zip(sc.iter_mut()).enumerate() {
+                    let o = t * per + i;
+                    if let Some(m) = &h.mask {
+                        let mr = &m[o * batch..(o + 1) * batch];
+                        gr.iter_mut().zip(mr).for_each(|(g, m)| *g *= m);
+                    }
+                    let (tl, al, tr, ar, sign) = srelu_at(params, o);
+                    // LANES partial sums per quantity, so that the loop vectorises
+                    let mut acc = [[0f32; LANES]; 5];
+                    let mut step = |g: &mut f32, v: f32, lane: usize| {
+                        let gv = *g;
+                        let l = (v < tl) as u32 as f32;
+                        let r = (v > tr) as u32 as f32;
+                        let gz = gv * (l * al + r * ar + (1.0 - l - r));
+                        *g = gz;
+                        acc[0][lane] += gz;
+                        acc[1][lane] += gv * l * (1.0 - al) + gv * r * (1.0 - ar);
+                        acc[2][lane] += gv * l * (v - tl);
+                        acc[3][lane] += gv * r * (1.0 - ar) * sign;
+                        acc[4][lane] += gv * r * (v - tr);
+                    };
+                    let mut gch = gr.chunks_exact_mut(LANES);
+                    let mut zch = zr.chunks_exact(LANES);
+                    for (gc, zc) in (&mut gch).zip(&mut zch) {
+                        for lane in 0..LANES {
+                            step(&mut gc[lane], zc[lane], lane);
+                        }
+                    }
+                    for (g, &v) in gch.into_remainder().iter_mut().zip(zch.remainder()) {
+                        step(g, v, 0);
+                    }
+                    let [db, dtl, dal, dtr, dar] = acc.map(|a| a.iter().sum::<f32>());
+                    *s = [db, dtl, dal, dtr, dar];
+                }
+            });
+    }
+    let (gxt, gv) = sparse_kernel::backward_t(
+        &h.xt,
+        &gt,
+        batch,
+        d_input,
+        values,
+        rows,
+        cols,
+        want_x,
+        want_values,
+    );
+    let col = |k: usize| sums.iter().map(|s| s[k]).collect::<Vec<f32>>();
+    BlockGrads {
+        xt: gxt,
+        values: gv,
+        bias: col(0),
+        params: [col(1), col(2), col(3), col(4)],
+    }
+}
+
+/// Partial sums per reduction in the backward pass (two AVX registers of `f32`).
+const LANES: usize = 16;
+
+/// Neurons per parallel task.
+fn rows_per_task(n: usize) -> usize {
+    (n / (rayon::current_num_threads() * 4)).max(1)
+}
+
+/// The host copies of one block's inputs.
+#[derive(Debug)]
+struct BlockInputs<D> {
+    host: BlockHost,
+    values: Vec<f32>,
+    rows: Vec<i64>,
+    cols: Vec<i64>,
+    params: [Vec<f32>; 4],
+    batch: usize,
+    d_input: usize,
+    /// dtypes of x, values, bias and the four parameters.
+    dtypes: [DType; 7],
+    device: D,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_forward<B: Backend>(
+    xt: FloatTensor<B>,
+    values: FloatTensor<B>,
+    rows: IntTensor<B>,
+    cols: IntTensor<B>,
+    bias: FloatTensor<B>,
+    params: [FloatTensor<B>; 4],
+    dropout: Option<BlockDropout>,
+) -> (BlockInputs<B::Device>, FloatTensor<B>) {
+    let (device, shape) = (xt.device(), xt.shape());
+    let (d_input, batch) = dims2(&shape);
+    let [tl, al, tr, ar] = &params;
+    let dtypes = [&xt, &values, &bias, tl, al, tr, ar].map(|t| t.dtype());
+    let (xt, values, rows, cols, bias) = (
+        read_feature_major::<B>(xt),
+        floats::<B>(values),
+        ints::<B>(rows),
+        ints::<B>(cols),
+        floats::<B>(bias),
+    );
+    let params = params.map(floats::<B>);
+    let mut host = block_forward_host(xt, batch, &values, &rows, &cols, &bias, &params, dropout);
+    let yt = std::mem::take(&mut host.yt);
+    let out = write_feature_major::<B>(yt, [bias.len(), batch], dtypes[0], &device);
+    let inputs = BlockInputs {
+        host,
+        values,
+        rows,
+        cols,
+        params,
+        batch,
+        d_input,
+        dtypes,
+        device,
+    };
+    (inputs, out)
+}
+
+/// The CPU backends run the host code (one impl per backend: the extension's dispatch needs
+/// one).
+macro_rules! host_block {
+    ($backend:ty) => {
+        impl SparseBlockBackend for $backend {
+            fn sparse_srelu_block(
+                xt: FloatTensor<Self>,
+                values: FloatTensor<Self>,
+                rows: IntTensor<Self>,
+                cols: IntTensor<Self>,
+                bias: FloatTensor<Self>,
+                t_left: FloatTensor<Self>,
+                a_left: FloatTensor<Self>,
+                t_right: FloatTensor<Self>,
+                a_right: FloatTensor<Self>,
+                dropout: Option<BlockDropout>,
+            ) -> FloatTensor<Self> {
+                let params = [t_left, a_left, t_right, a_right];
+                run_forward::<Self>(xt, values, rows, cols, bias, params, dropout).1
+            }
+        }
+    };
+}
+
+host_block!(NdArray);
+#[cfg(feature = "flex")]
+host_block!(Flex);
+
+#[derive(Debug)]
+struct BlockBackward;
+
+impl<B: Backend> Backward<B, 7> for BlockBackward {
+    type State = Arc<BlockInputs<B::Device>>;
+
+    fn backward(self, ops: Ops<Self::State, 7>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<B>(&ops.node);
+        let s = ops.state;
+        let [node_x, node_values, rest @ ..] = ops.parents;
+        let g = block_backward_host(
+            &s.host,
+            read_feature_major::<B>(grad),
+            s.batch,
+            s.d_input,
+            &s.values,
+            &s.rows,
+            &s.cols,
+            &s.params,
+            node_x.is_some(),
+            node_values.is_some(),
+        );
+        let d_output = s.params[0].len();
+        let [p0, p1, p2, p3] = g.params;
+        if let (Some(node), Some(gxt)) = (node_x, g.xt) {
+            let shape = [s.d_input, s.batch];
+            let t = write_feature_major::<B>(gxt, shape, s.dtypes[0], &s.device);
+            grads.register::<B>(node.id, t);
+        }
+        if let (Some(node), Some(gv)) = (node_values, g.values) {
+            let data = TensorData::new(gv, [s.values.len()]).convert_dtype(s.dtypes[1]);
+            grads.register::<B>(node.id, B::float_from_data(data, &s.device));
+        }
+        let per_neuron = [g.bias, p0, p1, p2, p3];
+        for ((parent, v), dtype) in rest.into_iter().zip(per_neuron).zip(&s.dtypes[2..]) {
+            if let Some(node) = parent {
+                let data = TensorData::new(v, [d_output]).convert_dtype(*dtype);
+                grads.register::<B>(node.id, B::float_from_data(data, &s.device));
+            }
+        }
+    }
+}
+
+impl<B: SparseBlockBackend, C: CheckpointStrategy> SparseBlockBackend for Autodiff<B, C> {
+    fn sparse_srelu_block(
+        xt: FloatTensor<Self>,
+        values: FloatTensor<Self>,
+        rows: IntTensor<Self>,
+        cols: IntTensor<Self>,
+        bias: FloatTensor<Self>,
+        t_left: FloatTensor<Self>,
+        a_left: FloatTensor<Self>,
+        t_right: FloatTensor<Self>,
+        a_right: FloatTensor<Self>,
+        dropout: Option<BlockDropout>,
+    ) -> FloatTensor<Self> {
+        let tracked = [&xt, &values, &bias, &t_left, &a_left, &t_right, &a_right];
+        match BlockBackward
+            .prepare::<C>(tracked.map(|t| t.node()))
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let [x, values, bias, tl, al, tr, ar] = tracked.map(|t| t.primitive().clone());
+                let (inputs, y) =
+                    run_forward::<B>(x, values, rows, cols, bias, [tl, al, tr, ar], dropout);
+                prep.finish(Arc::new(inputs), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::sparse_srelu_block(
+                xt.into_primitive(),
+                values.into_primitive(),
+                rows,
+                cols,
+                bias.into_primitive(),
+                t_left.into_primitive(),
+                a_left.into_primitive(),
+                t_right.into_primitive(),
+                a_right.into_primitive(),
+                dropout,
+            )),
+        }
+    }
+}
+
+/// `dropout(SReLU(x · W + b))` through the fused op, feature-major (the device must have the
+/// native kernels: [`has_native_kernel`](crate::sparse_backend::has_native_kernel)).
+///
+/// # Shapes
+/// - xt: `[d_input, batch]`; values / rows / cols: `[nnz]`
+/// - bias and the four SReLU parameters: `[d_output]`
+/// - output: `[d_output, batch]`
+pub fn sparse_srelu_block(
+    xt: Tensor<2>,
+    values: Tensor<1>,
+    rows: Tensor<1, Int>,
+    cols: Tensor<1, Int>,
+    bias: Tensor<1>,
+    params: [Tensor<1>; 4],
+    dropout: Option<BlockDropout>,
+) -> Tensor<2> {
+    let [tl, al, tr, ar] = params.map(|t| t.into_dispatch());
+    Tensor::from_dispatch(
+        <burn::backend::Dispatch as SparseBlockBackend>::sparse_srelu_block(
+            xt.into_dispatch(),
+            values.into_dispatch(),
+            rows.into_dispatch(),
+            cols.into_dispatch(),
+            bias.into_dispatch(),
+            tl,
+            al,
+            tr,
+            ar,
+            dropout,
+        ),
+    )
+}

@@ -209,7 +209,7 @@ impl SetLinear {
     pub fn masked_weight(&self) -> Tensor<2> {
         let w = self.weight.val();
         match &self.mask {
-            Some(m) => w * m.val(),
+            Some(m) => crate::mask_backend::apply_mask(w, m.val()),
             None => w,
         }
     }

@@ -159,13 +159,11 @@ impl SparseSetLinear {
         }
     }
 
-    /// Applies the forward pass on the input tensor.
+    /// For an input of shape `dims`: the rows it flattens to and the output's shape.
     ///
-    /// # Shapes
-    /// - input: `[..., d_input]`
-    /// - output: `[..., d_output]`
-    pub fn forward<const D: usize>(&self, input: Tensor<D>) -> Tensor<D> {
-        let dims = input.dims();
+    /// # Panics
+    /// If the last axis is not `d_input`.
+    fn flat_shapes<const D: usize>(&self, dims: [usize; D]) -> (usize, [usize; D]) {
         assert_eq!(
             dims[D - 1],
             self.d_input,
@@ -173,8 +171,20 @@ impl SparseSetLinear {
             self.d_input,
             dims
         );
-        let batch: usize = dims[..D - 1].iter().product();
-        let x = input.reshape([batch, self.d_input]);
+        let mut out = dims;
+        out[D - 1] = self.d_output;
+        (dims[..D - 1].iter().product(), out)
+    }
+
+    /// Applies the forward pass on the input tensor.
+    ///
+    /// # Shapes
+    /// - input: `[..., d_input]`
+    /// - output: `[..., d_output]`
+    pub fn forward<const D: usize>(&self, input: Tensor<D>) -> Tensor<D> {
+        let dims = input.dims();
+        let (batch, out) = self.flat_shapes(dims);
+        let x = reshaped(input, [batch, self.d_input]);
         let mut y = if has_native_kernel(&x.device()) {
             let index = self.structure.index();
             sparse_linear(
@@ -190,9 +200,7 @@ impl SparseSetLinear {
         if let Some(b) = &self.bias {
             y = y + b.val().unsqueeze_dim::<2>(0);
         }
-        let mut out = dims;
-        out[D - 1] = self.d_output;
-        y.reshape(out)
+        reshaped(y, out)
     }
 
     /// `dropout(SReLU(forward(x)))`, the paper's hidden block, as one fused op on the CPU
@@ -216,14 +224,7 @@ impl SparseSetLinear {
         let (Some(bias), true) = (&self.bias, has_native_kernel(&input.device())) else {
             return dropout_forward(dropout, srelu.forward(self.forward(input)));
         };
-        assert_eq!(
-            dims[D - 1],
-            self.d_input,
-            "SparseSetLinear expects last axis {} but got {:?}",
-            self.d_input,
-            dims
-        );
-        let batch: usize = dims[..D - 1].iter().product();
+        let (batch, out) = self.flat_shapes(dims);
         let mask = host_mask_seed(dropout, &input.device())
             .map(|(seed, keep)| BlockDropout { seed, keep });
         let index = self.structure.index();
@@ -238,8 +239,6 @@ impl SparseSetLinear {
             params,
             mask,
         );
-        let mut out = dims;
-        out[D - 1] = self.d_output;
         reshaped(yt.transpose(), out)
     }
 

@@ -50,6 +50,10 @@ pub struct CnnArgs {
     /// flex | ndarray | wgpu (flex by default: its conv2d is ~45× faster than ndarray's here)
     #[arg(long, default_value = "flex")]
     backend: BackendKind,
+    /// sparse | masked storage of the head's sparse layers (default: the faster one for the
+    /// shape and backend)
+    #[arg(long)]
+    storage: Option<burn_set::layers::Storage>,
     #[arg(long, default_value_t = 42)]
     seed: u64,
     /// Where Burn writes logs and checkpoints.
@@ -97,6 +101,7 @@ pub fn cnn(a: CnnArgs) -> Result<(), String> {
         augment,
         seed: a.seed,
         backend: a.backend,
+        storage: a.storage,
         artifacts: a.artifacts,
         num_workers: 1,
     };

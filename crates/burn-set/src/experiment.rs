@@ -179,10 +179,7 @@ pub fn run_mlp(
     let epochs = acc.len();
     let summary = topology_summary(&model);
     let trainable = model.trainable_weights();
-    let storage = crate::layers::snapshot_layers(&model, false)
-        .iter()
-        .find(|l| l.sparsity != Sparsity::Dense)
-        .map(|l| l.storage);
+    let storage = sparse_storage(&model);
     Ok(MlpReport {
         model: run.model.name().to_string(),
         dataset: run.dataset.clone(),
@@ -355,4 +352,12 @@ where
         accuracy_per_epoch: acc,
         seconds,
     })
+}
+
+/// The storage of a model's sparse layers (`None` when it has none).
+pub(crate) fn sparse_storage<M: burn::module::Module>(model: &M) -> Option<crate::layers::Storage> {
+    crate::layers::snapshot_layers(model, false)
+        .iter()
+        .find(|l| l.sparsity != Sparsity::Dense)
+        .map(|l| l.storage)
 }

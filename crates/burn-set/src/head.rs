@@ -8,7 +8,9 @@
 //! let head = SetHeadConfig::new(c * h * w, vec![512, 512], 10).init(&device);
 //! ```
 //!
-//! The head's sparse layers are ordinary [`SetLinear`](crate::set_linear::SetLinear)s, so
+//! The head's sparse layers are the same [`SetLayer`](crate::mlp::SetLayer)s as the MLP's
+//! (masked [`SetLinear`](crate::set_linear::SetLinear)s or truly sparse
+//! [`SparseSetLinear`](crate::sparse_linear::SparseSetLinear)s), so
 //! [`SetCallback`](crate::callback::SetCallback) finds and evolves them wherever the head sits
 //! in the user's model.
 
@@ -46,12 +48,17 @@ pub struct SetHeadConfig {
     /// Seed of the sparse topologies (hidden layer i uses seed + i).
     #[config(default = 42)]
     pub seed: u64,
+    /// Storage of the sparse hidden layers; `None` picks the faster one for the shape and
+    /// device ([`default_storage`](crate::mlp::default_storage): truly sparse on the CPU
+    /// backends up to 10 % density, masked elsewhere).
+    #[config(default = "None")]
+    pub storage: Option<Storage>,
 }
 
 /// A fully-connected head with SET hidden layers and a dense output layer.
 #[derive(Module, Debug)]
 pub struct SetHead {
-    /// Hidden blocks: (masked) sparse linear → activation → dropout.
+    /// Hidden blocks: sparse linear → activation → dropout.
     pub hidden: Vec<HiddenBlock>,
     /// Dense output layer (logits).
     pub output: Linear,
@@ -75,7 +82,7 @@ impl SetHeadConfig {
             .with_activation(self.activation)
             .with_dropout(self.dropout)
             .with_seed(self.seed)
-            .with_storage(Some(Storage::Masked))
+            .with_storage(self.storage)
             .init_layers(device)?;
         Ok(SetHead { hidden, output })
     }

@@ -50,6 +50,8 @@ pub struct CnnRun {
     pub artifacts: PathBuf,
     /// Data loader worker threads (1 keeps augmentation reproducible).
     pub num_workers: usize,
+    /// Storage of the head's sparse layers (`None`: the faster one for the shape and device).
+    pub storage: Option<crate::layers::Storage>,
 }
 
 impl CnnRun {
@@ -72,6 +74,7 @@ impl CnnRun {
             backend: BackendKind::Ndarray,
             artifacts: std::env::temp_dir().join("burn-set-artifacts-cnn"),
             num_workers: 1,
+            storage: None,
         }
     }
 }
@@ -114,6 +117,8 @@ pub struct CnnReport {
     pub augment: bool,
     /// Backend used.
     pub backend: BackendKind,
+    /// Storage of the head's sparse layers (`null` for the dense head).
+    pub storage: Option<crate::layers::Storage>,
     /// Every evolution step.
     pub evolutions: Vec<EvolutionRecord>,
 }
@@ -143,6 +148,7 @@ pub fn run_cnn(
         .with_head_widths(run.head_widths.clone())
         .with_dropout(run.dropout)
         .with_seed(run.seed)
+        .with_storage(run.storage)
         .with_num_classes(train.n_classes.max(test.n_classes));
     let model = config.try_init(&device).map_err(|e| e.to_string())?;
     let dense_head_weights = dense_head_weights(
@@ -194,6 +200,7 @@ pub fn run_cnn(
         test_samples: n_test,
         augment: run.augment,
         backend: run.backend,
+        storage: crate::experiment::sparse_storage(&model),
         evolutions: callback.history(),
     })
 }

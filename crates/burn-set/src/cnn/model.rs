@@ -44,6 +44,10 @@ pub struct SetCnnConfig {
     /// Classes.
     #[config(default = 10)]
     pub num_classes: usize,
+    /// Storage of the head's sparse layers; `None` picks the faster one for the shape and
+    /// device (see [`SetHeadConfig::storage`]).
+    #[config(default = "None")]
+    pub storage: Option<crate::layers::Storage>,
 }
 
 /// conv32-dropout-conv32-maxpool-conv64-dropout-conv64-maxpool-conv128-dropout-conv128-maxpool
@@ -86,6 +90,7 @@ impl SetCnnConfig {
             .with_dropout(self.dropout)
             .with_activation(ActivationKind::Relu)
             .with_seed(self.seed)
+            .with_storage(self.storage)
             .try_init(device)?;
         Ok(SetCnn {
             convs,

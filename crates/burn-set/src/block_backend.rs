@@ -1,13 +1,15 @@
-//! The paper's hidden block `SReLU(x · W + b)` for a sparse `W` as one fused Burn op on the CPU
-//! backends (a backend extension like the sparse product and SReLU it fuses).
+//! The paper's hidden block `dropout(SReLU(x · W + b))` for a sparse `W` as one fused Burn op
+//! on the CPU backends (a backend extension, like the sparse product it contains).
 //!
-//! Chained as separate ops, the sparse product, the bias and SReLU each crossed between Burn's
-//! tensors and the host (a copy each way, a strided transpose of the feature-major kernel
-//! output, a broadcast bias op and its reduction, a reshape backward that copied a transposed
-//! gradient). Fused, the block reads `x`, the weights and the parameters once, runs the host
-//! code of [`sparse_kernel`](crate::sparse_kernel) and [`srelu_backend`](crate::srelu_backend)
-//! back to back, and writes one batch-major output; its backward reads one gradient and writes
-//! the seven. Results are those of the chained ops (a test checks it).
+//! Chained as separate ops, the sparse product, the bias, SReLU and dropout each crossed
+//! between Burn's tensors and the host (a copy each way, a strided transpose of the
+//! feature-major kernel output, a broadcast bias op and its reduction, a reshape backward that
+//! copied a transposed gradient). Fused, the block reads its input, the weights and the
+//! parameters once, runs the kernels of [`sparse_kernel`](crate::sparse_kernel), adds the bias,
+//! applies SReLU (the formula of [`srelu_backend`](crate::srelu_backend), per neuron row) and
+//! the dropout mask, and writes one feature-major output `[d_output, batch]`, which is what
+//! the next block's kernel reads. Its backward reads one gradient and writes the seven.
+//! Results are those of the chained ops (tests in `tests/sparse.rs` check it).
 
 #![allow(deprecated)] // burn-ndarray is deprecated upstream but still one of our CPU backends
 

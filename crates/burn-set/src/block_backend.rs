@@ -16,6 +16,7 @@
 use crate::dropout::bernoulli_mask;
 use crate::sparse_backend::{dims2, floats, ints, read_feature_major, write_feature_major};
 use crate::sparse_kernel;
+use crate::srelu_backend::{rows_per_task, srelu_grads, srelu_value};
 #[cfg(feature = "flex")]
 use burn::backend::Flex;
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
@@ -118,9 +119,7 @@ pub fn block_forward_host(
                     for (y, z) in yr.iter_mut().zip(zr.iter_mut()) {
                         let v = *z + b;
                         *z = v;
-                        let l = (v < tl) as u32 as f32;
-                        let r = (v > tr) as u32 as f32;
-                        *y = v + l * (1.0 - al) * (tl - v) + r * (ar - 1.0) * (v - tr);
+                        *y = srelu_value(v, tl, al, tr, ar);
                     }
                 }
             });
@@ -181,16 +180,13 @@ pub fn block_backward_host(
                     // LANES partial sums per quantity, so that the loop vectorises
                     let mut acc = [[0f32; LANES]; 5];
                     let mut step = |g: &mut f32, v: f32, lane: usize| {
-                        let gv = *g;
-                        let l = (v < tl) as u32 as f32;
-                        let r = (v > tr) as u32 as f32;
-                        let gz = gv * (l * al + r * ar + (1.0 - l - r));
+                        let (gz, [a, b, c, d]) = srelu_grads(v, *g, tl, al, tr, ar);
                         *g = gz;
                         acc[0][lane] += gz;
-                        acc[1][lane] += gv * l * (1.0 - al) + gv * r * (1.0 - ar);
-                        acc[2][lane] += gv * l * (v - tl);
-                        acc[3][lane] += gv * r * (1.0 - ar) * sign;
-                        acc[4][lane] += gv * r * (v - tr);
+                        acc[1][lane] += a;
+                        acc[2][lane] += b;
+                        acc[3][lane] += c * sign;
+                        acc[4][lane] += d;
                     };
                     let mut gch = gr.chunks_exact_mut(LANES);
                     let mut zch = zr.chunks_exact(LANES);
@@ -229,11 +225,6 @@ pub fn block_backward_host(
 
 /// Partial sums per reduction in the backward pass (two AVX registers of `f32`).
 const LANES: usize = 16;
-
-/// Neurons per parallel task.
-fn rows_per_task(n: usize) -> usize {
-    (n / (rayon::current_num_threads() * 4)).max(1)
-}
 
 /// The host copies of one block's inputs.
 #[derive(Debug)]

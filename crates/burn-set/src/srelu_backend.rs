@@ -21,8 +21,36 @@ use burn::tensor::{Tensor, TensorData};
 use rayon::prelude::*;
 
 /// Rows per parallel task.
-fn rows_per_task(n: usize) -> usize {
+pub(crate) fn rows_per_task(n: usize) -> usize {
     (n / (rayon::current_num_threads() * 4)).max(1)
+}
+
+/// SReLU of `v` for one neuron (`tr` is the right threshold itself, `t_l + |t_r'|`).
+/// Branch-free (the regions are unpredictable), so loops over it vectorise.
+#[inline(always)]
+pub(crate) fn srelu_value(v: f32, tl: f32, al: f32, tr: f32, ar: f32) -> f32 {
+    let l = (v < tl) as u32 as f32;
+    let r = (v > tr) as u32 as f32;
+    v + l * (1.0 - al) * (tl - v) + r * (ar - 1.0) * (v - tr)
+}
+
+/// For `g = ∂L/∂y` at input `v` of one neuron: `∂L/∂x` and this element's share of
+/// `[∂t_l, ∂a_l, ∂t_r, ∂a_r]` (`∂t_r` with respect to the threshold itself: times the sign of
+/// the offset `t_r'` for the parameter). Branch-free, like [`srelu_value`].
+#[inline(always)]
+pub(crate) fn srelu_grads(v: f32, g: f32, tl: f32, al: f32, tr: f32, ar: f32) -> (f32, [f32; 4]) {
+    let l = (v < tl) as u32 as f32;
+    let r = (v > tr) as u32 as f32;
+    let (gl, gr) = (g * l, g * r);
+    (
+        g * (l * al + r * ar + (1.0 - l - r)),
+        [
+            gl * (1.0 - al) + gr * (1.0 - ar),
+            gl * (v - tl),
+            gr * (1.0 - ar),
+            gr * (v - tr),
+        ],
+    )
 }
 
 /// Host forward: `x` is `[n, f]` row-major, parameters `[f]` (`t_right` = the offset `t_r'`).
@@ -42,10 +70,7 @@ pub fn srelu_forward_host(x: &[f32], f: usize, p: &[Vec<f32>; 4]) -> Vec<f32> {
                 let (yr, xr) = (&mut yr[..f], &xr[..f]);
                 // branch-free (the regions are unpredictable), so it vectorises over neurons
                 for j in 0..f {
-                    let v = xr[j];
-                    let l = (v < tl[j]) as u32 as f32;
-                    let r = (v > tr[j]) as u32 as f32;
-                    yr[j] = v + l * (1.0 - al[j]) * (tl[j] - v) + r * (ar[j] - 1.0) * (v - tr[j]);
+                    yr[j] = srelu_value(xr[j], tl[j], al[j], tr[j], ar[j]);
                 }
             }
         });
@@ -86,16 +111,12 @@ pub fn srelu_backward_host(
                 let (gxr, xr, gr) = (&mut gxr[..f], &xr[..f], &gr[..f]);
                 // branch-free, bounds checks hoisted: vectorises over neurons
                 for j in 0..f {
-                    let (v, gv) = (xr[j], gr[j]);
-                    let l = (v < tl[j]) as u32 as f32;
-                    let r = (v > tr[j]) as u32 as f32;
-                    gxr[j] = gv * (l * al[j] + r * ar[j] + (1.0 - l - r));
-                    let gl = gv * l;
-                    let gr_ = gv * r;
-                    d_tl[j] += gl * (1.0 - al[j]) + gr_ * (1.0 - ar[j]);
-                    d_al[j] += gl * (v - tl[j]);
-                    d_tr[j] += gr_ * (1.0 - ar[j]) * sign[j];
-                    d_ar[j] += gr_ * (v - tr[j]);
+                    let (gx, [a, b, c, d]) = srelu_grads(xr[j], gr[j], tl[j], al[j], tr[j], ar[j]);
+                    gxr[j] = gx;
+                    d_tl[j] += a;
+                    d_al[j] += b;
+                    d_tr[j] += c * sign[j];
+                    d_ar[j] += d;
                 }
             }
             acc

@@ -14,8 +14,9 @@
 #![allow(deprecated)] // burn-ndarray is deprecated upstream but still one of our CPU backends
 
 use crate::dropout::bernoulli_mask;
-use crate::sparse_backend::{dims2, floats, ints, read_feature_major, write_feature_major};
+use crate::sparse_backend::{HostFloats, connection_plan, dims2, floats, write_feature_major};
 use crate::sparse_kernel;
+use crate::sparse_plan::ConnectionPlan;
 use crate::srelu_backend::{rows_per_task, srelu_grads, srelu_value};
 #[cfg(feature = "flex")]
 use burn::backend::Flex;
@@ -68,8 +69,6 @@ pub struct BlockDropout {
 /// row of `batch` values per neuron.
 #[derive(Debug)]
 pub struct BlockHost {
-    /// `xᵀ`, `[d_input, batch]`.
-    pub xt: Vec<f32>,
     /// Pre-activation `(x · W + b)ᵀ`, `[d_output, batch]`.
     pub zt: Vec<f32>,
     /// Dropout mask `[d_output, batch]` (values `0` or `1 / keep`), if any.
@@ -88,17 +87,16 @@ fn srelu_at(p: &[Vec<f32>; 4], o: usize) -> (f32, f32, f32, f32, f32) {
 /// parameters `params = [t_left, a_left, t_right offset, a_right]` have `d_output` values each.
 #[allow(clippy::too_many_arguments)]
 pub fn block_forward_host(
-    xt: Vec<f32>,
+    xt: &[f32],
     batch: usize,
     values: &[f32],
-    rows: &[i64],
-    cols: &[i64],
+    plan: &ConnectionPlan,
     bias: &[f32],
     params: &[Vec<f32>; 4],
     dropout: Option<BlockDropout>,
 ) -> BlockHost {
     let d_output = bias.len();
-    let mut zt = sparse_kernel::forward_t(&xt, batch, values, rows, cols, d_output);
+    let mut zt = sparse_kernel::forward_t(xt, batch, values, plan);
     let mask = dropout.map(|d| bernoulli_mask(d_output * batch, d.keep, d.seed));
     let mut yt = vec![0f32; zt.len()];
     if batch > 0 {
@@ -129,7 +127,7 @@ pub fn block_forward_host(
                 .for_each(|(y, m)| y.iter_mut().zip(m).for_each(|(y, m)| *y *= m));
         }
     }
-    BlockHost { xt, zt, mask, yt }
+    BlockHost { zt, mask, yt }
 }
 
 /// Gradients of a block for `gt = (∂L/∂y)ᵀ` (`[d_output, batch]`).
@@ -145,16 +143,15 @@ pub struct BlockGrads {
     pub params: [Vec<f32>; 4],
 }
 
-/// Host backward pass of [`block_forward_host`].
+/// Host backward pass of [`block_forward_host`] (`xt` as given to it).
 #[allow(clippy::too_many_arguments)]
 pub fn block_backward_host(
     h: &BlockHost,
+    xt: &[f32],
     mut gt: Vec<f32>,
     batch: usize,
-    d_input: usize,
     values: &[f32],
-    rows: &[i64],
-    cols: &[i64],
+    plan: &ConnectionPlan,
     params: &[Vec<f32>; 4],
     want_x: bool,
     want_values: bool,
@@ -203,17 +200,7 @@ pub fn block_backward_host(
                 }
             });
     }
-    let (gxt, gv) = sparse_kernel::backward_t(
-        &h.xt,
-        &gt,
-        batch,
-        d_input,
-        values,
-        rows,
-        cols,
-        want_x,
-        want_values,
-    );
+    let (gxt, gv) = sparse_kernel::backward_t(xt, &gt, batch, values, plan, want_x, want_values);
     let col = |k: usize| sums.iter().map(|s| s[k]).collect::<Vec<f32>>();
     BlockGrads {
         xt: gxt,
@@ -228,17 +215,16 @@ const LANES: usize = 16;
 
 /// The host copies of one block's inputs.
 #[derive(Debug)]
-struct BlockInputs<D> {
+struct BlockInputs<B: Backend> {
     host: BlockHost,
-    values: Vec<f32>,
-    rows: Vec<i64>,
-    cols: Vec<i64>,
+    xt: HostFloats<B>,
+    values: HostFloats<B>,
+    plan: Arc<ConnectionPlan>,
     params: [Vec<f32>; 4],
     batch: usize,
-    d_input: usize,
     /// dtypes of x, values, bias and the four parameters.
     dtypes: [DType; 7],
-    device: D,
+    device: B::Device,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -250,30 +236,36 @@ fn run_forward<B: Backend>(
     bias: FloatTensor<B>,
     params: [FloatTensor<B>; 4],
     dropout: Option<BlockDropout>,
-) -> (BlockInputs<B::Device>, FloatTensor<B>) {
+) -> (BlockInputs<B>, FloatTensor<B>) {
     let (device, shape) = (xt.device(), xt.shape());
     let (d_input, batch) = dims2(&shape);
     let [tl, al, tr, ar] = &params;
     let dtypes = [&xt, &values, &bias, tl, al, tr, ar].map(|t| t.dtype());
-    let (xt, values, rows, cols, bias) = (
-        read_feature_major::<B>(xt),
-        floats::<B>(values),
-        ints::<B>(rows),
-        ints::<B>(cols),
+    let plan = connection_plan::<B>(&rows, &cols, d_input, bias.shape()[0]);
+    let (xt, values, bias) = (
+        HostFloats::feature_major(xt),
+        HostFloats::read(values),
         floats::<B>(bias),
     );
     let params = params.map(floats::<B>);
-    let mut host = block_forward_host(xt, batch, &values, &rows, &cols, &bias, &params, dropout);
+    let mut host = block_forward_host(
+        xt.as_slice(),
+        batch,
+        values.as_slice(),
+        &plan,
+        &bias,
+        &params,
+        dropout,
+    );
     let yt = std::mem::take(&mut host.yt);
     let out = write_feature_major::<B>(yt, [bias.len(), batch], dtypes[0], &device);
     let inputs = BlockInputs {
         host,
+        xt,
         values,
-        rows,
-        cols,
+        plan,
         params,
         batch,
-        d_input,
         dtypes,
         device,
     };
@@ -312,7 +304,7 @@ host_block!(Flex);
 struct BlockBackward;
 
 impl<B: Backend> Backward<B, 7> for BlockBackward {
-    type State = Arc<BlockInputs<B::Device>>;
+    type State = Arc<BlockInputs<B>>;
 
     fn backward(self, ops: Ops<Self::State, 7>, grads: &mut Gradients, _: &mut Checkpointer) {
         let grad = grads.consume::<B>(&ops.node);
@@ -320,12 +312,11 @@ impl<B: Backend> Backward<B, 7> for BlockBackward {
         let [node_x, node_values, rest @ ..] = ops.parents;
         let g = block_backward_host(
             &s.host,
-            read_feature_major::<B>(grad),
+            s.xt.as_slice(),
+            HostFloats::<B>::feature_major(grad).into_vec(),
             s.batch,
-            s.d_input,
-            &s.values,
-            &s.rows,
-            &s.cols,
+            s.values.as_slice(),
+            &s.plan,
             &s.params,
             node_x.is_some(),
             node_values.is_some(),
@@ -333,12 +324,12 @@ impl<B: Backend> Backward<B, 7> for BlockBackward {
         let d_output = s.params[0].len();
         let [p0, p1, p2, p3] = g.params;
         if let (Some(node), Some(gxt)) = (node_x, g.xt) {
-            let shape = [s.d_input, s.batch];
+            let shape = [s.plan.n_in, s.batch];
             let t = write_feature_major::<B>(gxt, shape, s.dtypes[0], &s.device);
             grads.register::<B>(node.id, t);
         }
         if let (Some(node), Some(gv)) = (node_values, g.values) {
-            let data = TensorData::new(gv, [s.values.len()]).convert_dtype(s.dtypes[1]);
+            let data = TensorData::new(gv, [s.values.as_slice().len()]).convert_dtype(s.dtypes[1]);
             grads.register::<B>(node.id, B::float_from_data(data, &s.device));
         }
         let per_neuron = [g.bias, p0, p1, p2, p3];

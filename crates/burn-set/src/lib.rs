@@ -23,6 +23,7 @@ pub mod set_linear;
 pub mod sparse_backend;
 pub mod sparse_kernel;
 pub mod sparse_linear;
+pub mod sparse_plan;
 pub mod srelu;
 pub mod srelu_backend;
 pub mod strategy;

@@ -7,16 +7,21 @@
 #![allow(deprecated)] // burn-ndarray is deprecated upstream but still one of our CPU backends
 
 use crate::sparse_kernel;
+use crate::sparse_plan::{ConnectionPlan, Indices};
 #[cfg(feature = "flex")]
 use burn::backend::Flex;
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+#[cfg(feature = "flex")]
+use burn::backend::flex::FlexTensor;
+use burn::backend::ndarray::NdArrayTensor;
 use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{
     Autodiff, Backend, DispatchDevice, NdArray, TensorMetadata, backend_extension,
 };
 use burn::tensor::{Device, Int, Tensor, TensorData, read_sync};
+use std::any::Any;
 use std::sync::Arc;
 
 /// Backends with a native sparse linear kernel.
@@ -101,29 +106,130 @@ pub(crate) fn floats<B: Backend>(t: FloatTensor<B>) -> Vec<f32> {
         .expect("f32 data")
 }
 
-pub(crate) fn ints<B: Backend>(t: IntTensor<B>) -> Vec<i64> {
-    read_sync(B::int_into_data(t))
-        .expect("reading a CPU tensor")
-        .try_into_vec_as::<i64>()
-        .expect("i64 data")
+fn as_any<T: Any>(t: &T) -> &dyn Any {
+    t
 }
 
-/// Burn's ndarray backend reads strided tensors element by element (slow), flex copies them in
-/// tiles. The feature-major tensors crossing the op are transposed views of batch-major storage,
-/// so for ndarray they are transposed back (a free view), read contiguously and transposed on
-/// the host, and written the mirror way.
+/// The cached [`ConnectionPlan`] of the indices `rows → cols` of an `n_in × n_out` layer,
+/// read from the tensors' own storage on ndarray and flex (no copy), through a host copy
+/// elsewhere.
+pub(crate) fn connection_plan<B: Backend>(
+    rows: &IntTensor<B>,
+    cols: &IntTensor<B>,
+    n_in: usize,
+    n_out: usize,
+) -> Arc<ConnectionPlan> {
+    let plan = |r: Indices<'_>, c: Indices<'_>| ConnectionPlan::cached(r, c, n_in, n_out);
+    if let (Some(r), Some(c)) = (
+        as_any(rows).downcast_ref::<NdArrayTensor>(),
+        as_any(cols).downcast_ref::<NdArrayTensor>(),
+    ) {
+        let slices = match (r, c) {
+            (NdArrayTensor::I64(r), NdArrayTensor::I64(c)) => {
+                let (vr, vc) = (r.view(), c.view());
+                vr.as_slice()
+                    .zip(vc.as_slice())
+                    .map(|(r, c)| plan(Indices::I64(r), Indices::I64(c)))
+            }
+            (NdArrayTensor::I32(r), NdArrayTensor::I32(c)) => {
+                let (vr, vc) = (r.view(), c.view());
+                vr.as_slice()
+                    .zip(vc.as_slice())
+                    .map(|(r, c)| plan(Indices::I32(r), Indices::I32(c)))
+            }
+            _ => None,
+        };
+        if let Some(p) = slices {
+            return p;
+        }
+    }
+    #[cfg(feature = "flex")]
+    if let (Some(r), Some(c)) = (
+        as_any(rows).downcast_ref::<FlexTensor>(),
+        as_any(cols).downcast_ref::<FlexTensor>(),
+    ) {
+        if let (Some(r), Some(c)) = (r.as_slice::<i64>(), c.as_slice::<i64>()) {
+            return plan(Indices::I64(r), Indices::I64(c));
+        }
+        if let (Some(r), Some(c)) = (r.as_slice::<i32>(), c.as_slice::<i32>()) {
+            return plan(Indices::I32(r), Indices::I32(c));
+        }
+    }
+    let host = |t: &IntTensor<B>| -> Vec<i64> {
+        read_sync(B::int_into_data(t.clone()))
+            .expect("reading a CPU tensor")
+            .convert::<i64>()
+            .into_vec::<i64>()
+            .expect("i64 data")
+    };
+    plan(Indices::I64(&host(rows)), Indices::I64(&host(cols)))
+}
+
+/// The values of a contiguous `f32` tensor of a CPU backend, borrowed from its storage.
+fn f32_slice<B: Backend>(t: &FloatTensor<B>) -> Option<&[f32]> {
+    #[cfg(feature = "flex")]
+    if let Some(t) = as_any(t).downcast_ref::<FlexTensor>() {
+        return t.as_slice::<f32>();
+    }
+    match as_any(t).downcast_ref::<NdArrayTensor>() {
+        Some(NdArrayTensor::F32(s)) => s.view().to_slice(),
+        _ => None,
+    }
+}
+
+/// A float tensor's values on the host, row-major: the tensor itself when its storage can be
+/// borrowed (contiguous `f32` on ndarray or flex: no copy), a host copy otherwise.
+#[derive(Debug)]
+pub(crate) enum HostFloats<B: Backend> {
+    Borrowed(FloatTensor<B>),
+    Owned(Vec<f32>),
+}
+
+impl<B: Backend> HostFloats<B> {
+    /// The values of `t`.
+    pub(crate) fn read(t: FloatTensor<B>) -> Self {
+        if f32_slice::<B>(&t).is_some() {
+            Self::Borrowed(t)
+        } else {
+            Self::Owned(floats::<B>(t))
+        }
+    }
+
+    /// The values of a feature-major `[r, c]` tensor. Those crossing the sparse ops are often
+    /// transposed views of batch-major storage: they are read through the (free) transposed
+    /// view and transposed on the host, in parallel cache blocks (the backends' own strided
+    /// reads are element by element on ndarray and single-threaded on flex).
+    pub(crate) fn feature_major(t: FloatTensor<B>) -> Self {
+        if f32_slice::<B>(&t).is_some() {
+            return Self::Borrowed(t);
+        }
+        let (r, c) = dims2(&t.shape());
+        let tt = B::float_transpose(t);
+        match f32_slice::<B>(&tt) {
+            Some(v) => Self::Owned(sparse_kernel::transpose(v, c, r)),
+            None => Self::Owned(floats::<B>(B::float_transpose(tt))),
+        }
+    }
+
+    pub(crate) fn as_slice(&self) -> &[f32] {
+        match self {
+            Self::Borrowed(t) => f32_slice::<B>(t).expect("a borrowable tensor"),
+            Self::Owned(v) => v,
+        }
+    }
+
+    pub(crate) fn into_vec(self) -> Vec<f32> {
+        match self {
+            Self::Borrowed(t) => f32_slice::<B>(&t).expect("a borrowable tensor").to_vec(),
+            Self::Owned(v) => v,
+        }
+    }
+}
+
+/// Burn's ndarray backend reads strided tensors element by element (slow): feature-major
+/// results are written to it transposed, as the transposed view of batch-major storage.
 fn host_transposes<B: 'static>() -> bool {
     core::any::TypeId::of::<B>() == core::any::TypeId::of::<NdArray>()
-}
-
-/// Reads a feature-major `[r, c]` tensor.
-pub(crate) fn read_feature_major<B: Backend>(t: FloatTensor<B>) -> Vec<f32> {
-    if host_transposes::<B>() {
-        let (r, c) = dims2(&t.shape());
-        sparse_kernel::transpose(&floats::<B>(B::float_transpose(t)), c, r)
-    } else {
-        floats::<B>(t)
-    }
 }
 
 /// Writes a feature-major `[r, c]` tensor.
@@ -153,16 +259,14 @@ pub(crate) fn dims2(shape: &[usize]) -> (usize, usize) {
 /// The host copies one forward pass read, kept for its backward pass (so the backward reads
 /// only the incoming gradient).
 #[derive(Debug)]
-struct HostInputs<D> {
-    xt: Vec<f32>,
-    values: Vec<f32>,
-    rows: Vec<i64>,
-    cols: Vec<i64>,
-    d_input: usize,
+struct HostInputs<B: Backend> {
+    xt: HostFloats<B>,
+    values: HostFloats<B>,
+    plan: Arc<ConnectionPlan>,
     batch: usize,
     x_dtype: burn::tensor::DType,
     v_dtype: burn::tensor::DType,
-    device: D,
+    device: B::Device,
 }
 
 fn read_inputs<B: Backend>(
@@ -170,24 +274,23 @@ fn read_inputs<B: Backend>(
     values: FloatTensor<B>,
     rows: IntTensor<B>,
     cols: IntTensor<B>,
-) -> HostInputs<B::Device> {
+    d_output: usize,
+) -> HostInputs<B> {
     let (d_input, batch) = dims2(&xt.shape());
     HostInputs {
+        plan: connection_plan::<B>(&rows, &cols, d_input, d_output),
         device: xt.device(),
         x_dtype: xt.dtype(),
         v_dtype: values.dtype(),
-        xt: read_feature_major::<B>(xt),
-        values: floats::<B>(values),
-        rows: ints::<B>(rows),
-        cols: ints::<B>(cols),
-        d_input,
+        xt: HostFloats::feature_major(xt),
+        values: HostFloats::read(values),
         batch,
     }
 }
 
-fn host_forward<B: Backend>(h: &HostInputs<B::Device>, d_output: usize) -> FloatTensor<B> {
-    let yt = sparse_kernel::forward_t(&h.xt, h.batch, &h.values, &h.rows, &h.cols, d_output);
-    write_feature_major::<B>(yt, [d_output, h.batch], h.x_dtype, &h.device)
+fn host_forward<B: Backend>(h: &HostInputs<B>) -> FloatTensor<B> {
+    let yt = sparse_kernel::forward_t(h.xt.as_slice(), h.batch, h.values.as_slice(), &h.plan);
+    write_feature_major::<B>(yt, [h.plan.n_out, h.batch], h.x_dtype, &h.device)
 }
 
 fn forward_via_host<B: Backend>(
@@ -197,36 +300,35 @@ fn forward_via_host<B: Backend>(
     cols: IntTensor<B>,
     d_output: usize,
 ) -> FloatTensor<B> {
-    host_forward::<B>(&read_inputs::<B>(xt, values, rows, cols), d_output)
+    host_forward::<B>(&read_inputs::<B>(xt, values, rows, cols, d_output))
 }
 
 #[derive(Debug)]
 struct SparseLinearBackward;
 
 impl<B: Backend> Backward<B, 2> for SparseLinearBackward {
-    type State = Arc<HostInputs<B::Device>>;
+    type State = Arc<HostInputs<B>>;
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [node_x, node_values] = ops.parents;
         let grad = grads.consume::<B>(&ops.node); // [d_output, batch]
         let h = ops.state;
+        let values = h.values.as_slice();
         let (gxt, gv) = sparse_kernel::backward_t(
-            &h.xt,
-            &read_feature_major::<B>(grad),
+            h.xt.as_slice(),
+            HostFloats::<B>::feature_major(grad).as_slice(),
             h.batch,
-            h.d_input,
-            &h.values,
-            &h.rows,
-            &h.cols,
+            values,
+            &h.plan,
             node_x.is_some(),
             node_values.is_some(),
         );
         if let (Some(node), Some(gxt)) = (node_x, gxt) {
-            let gxt = write_feature_major::<B>(gxt, [h.d_input, h.batch], h.x_dtype, &h.device);
+            let gxt = write_feature_major::<B>(gxt, [h.plan.n_in, h.batch], h.x_dtype, &h.device);
             grads.register::<B>(node.id, gxt);
         }
         if let (Some(node), Some(gv)) = (node_values, gv) {
-            let data = TensorData::new(gv, [h.values.len()]).convert_dtype(h.v_dtype);
+            let data = TensorData::new(gv, [values.len()]).convert_dtype(h.v_dtype);
             grads.register::<B>(node.id, B::float_from_data(data, &h.device));
         }
     }
@@ -253,8 +355,9 @@ impl<B: SparseLinearBackend, C: CheckpointStrategy> SparseLinearBackend for Auto
                     values.primitive().clone(),
                     rows,
                     cols,
+                    d_output,
                 );
-                let y = host_forward::<B>(&h, d_output);
+                let y = host_forward::<B>(&h);
                 prep.finish(Arc::new(h), y)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::sparse_linear(

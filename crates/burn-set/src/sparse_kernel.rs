@@ -1,72 +1,23 @@
-//! Host kernels of the truly sparse layer: `y = x · W` for a COO `W` (connection `k` joins input
-//! `rows[k]` to output `cols[k]` with weight `values[k]`) and its two gradients, in plain Rust on
-//! slices (no tensors), multithreaded with rayon and vectorised (AVX2 + FMA when the CPU has
-//! them, chosen at run time).
+//! Host kernels of the truly sparse layer: `y = x · W` for a sparse `W` (connection `k` joins
+//! input `rows[k]` to output `cols[k]` with weight `values[k]`) and its two gradients, in plain
+//! Rust on slices (no tensors), multithreaded with rayon and vectorised (AVX2 + FMA when the CPU
+//! has them, chosen at run time).
 //!
-//! Layout: the batch is transposed to feature-major (`xᵀ`: one contiguous row of `batch` values per
-//! neuron), so every connection is one contiguous AXPY (`yᵀ[o] += w · xᵀ[i]`) or one dot product
-//! (`∂w = xᵀ[i] · gᵀ[o]`) over the batch. Connections are grouped by the neuron written (a
-//! counting sort, O(nnz + n), skipped when already grouped), so threads own disjoint output rows
-//! and each output row stays in L1 while its connections stream past. Cost ∝ batch × nnz; memory
-//! ∝ batch × (n_in + n_out) + nnz. Nothing of size `n_in × n_out` exists.
+//! Layout: the batch is feature-major (`xᵀ`: one contiguous row of `batch` values per neuron),
+//! so every connection is one contiguous AXPY (`yᵀ[o] += w · xᵀ[i]`) or one dot product
+//! (`∂w = xᵀ[i] · gᵀ[o]`) over the batch. The connections come grouped by the neuron written
+//! (a [`ConnectionPlan`], built once per structure), so threads own disjoint output rows and
+//! each output row stays in registers while its connections stream past:
+//! - forward: grouped by output neuron, `yᵀ[o] = Σ w · xᵀ[i]`;
+//! - backward, one pass grouped by input neuron: `(∂x)ᵀ[i] = Σ w · gᵀ[o]`, then the dot
+//!   products `∂w = xᵀ[i] · gᵀ[o]` of the same connections while `xᵀ[i]` and the `gᵀ[o]` rows
+//!   just read are still in L1 (a separate pass read every `gᵀ[o]` row from memory twice).
+//!
+//! Cost ∝ batch × nnz; memory ∝ batch × (n_in + n_out) + nnz. Nothing of size `n_in × n_out`
+//! exists.
 
+use crate::sparse_plan::{ConnectionPlan, Grouping};
 use rayon::prelude::*;
-use std::borrow::Cow;
-
-/// Connections grouped by the neuron they write: group `g` is `slots offsets[g]..offsets[g + 1]`,
-/// and slot `s` reads source row `src[s]` with weight `w[s]`. Laid out in slot order so the
-/// kernels stream through them (going through a permutation instead made two random reads per
-/// connection, which dominated once the arrays outgrew the caches).
-struct Grouped<'a> {
-    offsets: Vec<usize>,
-    src: Vec<u32>,
-    /// Borrowed when the connections are already grouped.
-    w: Cow<'a, [f32]>,
-}
-
-impl<'a> Grouped<'a> {
-    /// Stable counting sort of the connections by `keys` (each `< n`); `other` (each `< n_src`)
-    /// and `w` follow. Panics with a clear message on an out-of-range index.
-    fn by(keys: &[i64], n: usize, other: &[i64], n_src: usize, w: &'a [f32], what: &str) -> Self {
-        assert!(
-            n_src <= u32::MAX as usize,
-            "sparse layer: {n_src} neurons exceed the kernel's u32 indices"
-        );
-        let mut offsets = vec![0usize; n + 1];
-        let mut sorted = true;
-        let mut prev = 0i64;
-        for &k in keys {
-            assert!(
-                k >= 0 && (k as usize) < n,
-                "sparse layer: {what} index {k} out of range 0..{n}"
-            );
-            sorted &= k >= prev;
-            prev = k;
-            offsets[k as usize + 1] += 1;
-        }
-        if let Some(&bad) = other.iter().find(|&&s| s < 0 || s as usize >= n_src) {
-            panic!("sparse layer: index {bad} out of range 0..{n_src}");
-        }
-        for g in 0..n {
-            offsets[g + 1] += offsets[g];
-        }
-        let (src, w) = if sorted {
-            (other.iter().map(|&s| s as u32).collect(), Cow::Borrowed(w))
-        } else {
-            let mut next = offsets.clone();
-            let mut src = vec![0u32; keys.len()];
-            let mut ws = vec![0f32; keys.len()];
-            for (c, &k) in keys.iter().enumerate() {
-                let slot = &mut next[k as usize];
-                src[*slot] = other[c] as u32;
-                ws[*slot] = w[c];
-                *slot += 1;
-            }
-            (src, Cow::Owned(ws))
-        };
-        Self { offsets, src, w }
-    }
-}
 
 /// `a` (`[r, c]`, row-major) transposed to `[c, r]`, in cache blocks, rows in parallel.
 pub fn transpose(a: &[f32], r: usize, c: usize) -> Vec<f32> {
@@ -125,29 +76,20 @@ fn prefetch(src: &[f32], at: usize, len: usize) {
 
 #[inline(always)]
 fn axpy<const FMA: bool>(y: &mut [f32], a: f32, x: &[f32]) {
-    if FMA {
-        for (y, x) in y.iter_mut().zip(x) {
-            *y = x.mul_add(a, *y);
-        }
-    } else {
-        for (y, x) in y.iter_mut().zip(x) {
-            *y += a * x;
-        }
+    for (y, x) in y.iter_mut().zip(x) {
+        *y = if FMA { x.mul_add(a, *y) } else { *y + a * x };
     }
 }
 
+/// `a · b`, portable.
 #[inline(always)]
-fn dot<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
-    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
     let (ra, rb) = (ca.remainder(), cb.remainder());
     for (x, y) in ca.zip(cb) {
-        for j in 0..16 {
-            acc[j] = if FMA {
-                x[j].mul_add(y[j], acc[j])
-            } else {
-                acc[j] + x[j] * y[j]
-            };
+        for j in 0..8 {
+            acc[j] += x[j] * y[j];
         }
     }
     let mut s: f32 = acc.iter().sum();
@@ -157,34 +99,86 @@ fn dot<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
     s
 }
 
+/// `a · b` with AVX2 + FMA: four independent 8-lane FMA chains, one horizontal sum. (Written
+/// with intrinsics: LLVM vectorised the portable loop two lanes wide.)
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+    use core::arch::x86_64::*;
+    let n = a.len().min(b.len());
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut j = 0;
+    // SAFETY: every load reads 8 floats at `j + 8q < n` from `a` and `b`.
+    unsafe {
+        while j + 32 <= n {
+            for (q, acc) in acc.iter_mut().enumerate() {
+                let x = _mm256_loadu_ps(pa.add(j + 8 * q));
+                let y = _mm256_loadu_ps(pb.add(j + 8 * q));
+                *acc = _mm256_fmadd_ps(x, y, *acc);
+            }
+            j += 32;
+        }
+        while j + 8 <= n {
+            let (x, y) = (_mm256_loadu_ps(pa.add(j)), _mm256_loadu_ps(pb.add(j)));
+            acc[0] = _mm256_fmadd_ps(x, y, acc[0]);
+            j += 8;
+        }
+    }
+    let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    let h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    let h = _mm_add_ss(h, _mm_movehdup_ps(h));
+    let mut s = _mm_cvtss_f32(h);
+    for k in j..n {
+        s += a[k] * b[k];
+    }
+    s
+}
+
+/// `a · b`; `FMA` only inside the `*_avx2` entry points (AVX2 and FMA checked).
+#[inline(always)]
+fn dot<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if FMA {
+        // SAFETY: FMA = true is only instantiated by the `*_avx2` functions, which run after
+        // `has_fma()` found AVX2 and FMA.
+        return unsafe { dot_avx2(a, b) };
+    }
+    dot_portable(a, b)
+}
+
 /// Batch columns accumulated in registers at a time (8 AVX registers).
 const BLOCK: usize = 64;
 
-/// For every group `g` of `out` rows (`[n_groups, b]`, zero on entry):
-/// `out[g] = Σ_{k ∈ g} w[k] · src[other[k]]`. Each block of 64 batch columns of an output row is
-/// accumulated in registers over all the row's connections, then stored once.
+/// For every group `g` of `out` rows (`[n, b]`; groups `first..first + n` of `groups`):
+/// `out[g] = Σ_{s ∈ g} w[s] · src[other[s]]`, `w` in slot order. Each block of 64 batch
+/// columns of an output row is accumulated in registers over all the row's connections, then
+/// stored once.
 #[inline(always)]
 fn gather_axpy<const FMA: bool>(
     out: &mut [f32],
-    first_group: usize,
+    first: usize,
     b: usize,
-    groups: &Grouped<'_>,
+    groups: &Grouping,
+    w: &[f32],
     src: &[f32],
 ) {
     for (dg, row) in out.chunks_exact_mut(b).enumerate() {
-        let g = first_group + dg;
+        let g = first + dg;
         let slots = groups.offsets[g]..groups.offsets[g + 1];
         let mut j0 = 0;
         while j0 + BLOCK <= b {
             let mut acc = [0f32; BLOCK];
             for slot in slots.clone() {
                 if slot + PREFETCH_AHEAD < slots.end {
-                    let ahead = groups.src[slot + PREFETCH_AHEAD] as usize;
+                    let ahead = groups.other[slot + PREFETCH_AHEAD] as usize;
                     prefetch(src, ahead * b + j0, BLOCK);
                 }
-                let at = groups.src[slot] as usize * b + j0;
+                let at = groups.other[slot] as usize * b + j0;
                 let xs: &[f32; BLOCK] = src[at..at + BLOCK].try_into().expect("block");
-                let wk = groups.w[slot];
+                let wk = w[slot];
                 for j in 0..BLOCK {
                     acc[j] = if FMA {
                         xs[j].mul_add(wk, acc[j])
@@ -197,9 +191,43 @@ fn gather_axpy<const FMA: bool>(
             j0 += BLOCK;
         }
         if j0 < b {
+            row[j0..].fill(0.0);
             for slot in slots {
-                let at = groups.src[slot] as usize * b;
-                axpy::<FMA>(&mut row[j0..], groups.w[slot], &src[at + j0..at + b]);
+                let at = groups.other[slot] as usize * b;
+                axpy::<FMA>(&mut row[j0..], w[slot], &src[at + j0..at + b]);
+            }
+        }
+    }
+}
+
+/// The backward pass of the input-neuron groups `first..` covered by `gx` (`[n, b]`, when
+/// the input gradient is wanted) and `dw` (their slots, when the weight gradient is wanted):
+/// `gx[i] = Σ_{s ∈ i} w[s] · gt[other[s]]`, then `dw[s] = xt[i] · gt[other[s]]` while those
+/// rows are hot.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn backward_rows<const FMA: bool>(
+    mut gx: Option<&mut [f32]>,
+    mut dw: Option<&mut [f32]>,
+    first: usize,
+    n: usize,
+    b: usize,
+    groups: &Grouping,
+    w: &[f32],
+    xt: &[f32],
+    gt: &[f32],
+) {
+    let slot0 = groups.offsets[first];
+    for i in first..first + n {
+        if let Some(gx) = gx.as_deref_mut() {
+            let di = i - first;
+            gather_axpy::<FMA>(&mut gx[di * b..(di + 1) * b], i, b, groups, w, gt);
+        }
+        if let Some(dw) = dw.as_deref_mut() {
+            let x = &xt[i * b..(i + 1) * b];
+            for slot in groups.offsets[i]..groups.offsets[i + 1] {
+                let o = groups.other[slot] as usize;
+                dw[slot - slot0] = dot::<FMA>(x, &gt[o * b..(o + 1) * b]);
             }
         }
     }
@@ -209,58 +237,30 @@ fn gather_axpy<const FMA: bool>(
 #[target_feature(enable = "avx2,fma")]
 fn gather_axpy_avx2(
     out: &mut [f32],
-    first_group: usize,
+    first: usize,
     b: usize,
-    groups: &Grouped<'_>,
+    groups: &Grouping,
+    w: &[f32],
     src: &[f32],
 ) {
-    gather_axpy::<true>(out, first_group, b, groups, src)
-}
-
-#[inline(always)]
-fn dots<const FMA: bool>(out: &mut [f32], first: usize, b: usize, at: Pair<'_>) {
-    let n = at.rows.len();
-    for (dk, o) in out.iter_mut().enumerate() {
-        let k = first + dk;
-        if k + PREFETCH_AHEAD < n {
-            let ahead = k + PREFETCH_AHEAD;
-            prefetch(at.gt, at.cols[ahead] as usize * b, b);
-            prefetch(at.xt, at.rows[ahead] as usize * b, b);
-        }
-        let (i, j) = (at.rows[k] as usize, at.cols[k] as usize);
-        *o += dot::<FMA>(&at.xt[i * b..(i + 1) * b], &at.gt[j * b..(j + 1) * b]);
-    }
+    gather_axpy::<true>(out, first, b, groups, w, src)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn dots_avx2(out: &mut [f32], first: usize, b: usize, at: Pair<'_>) {
-    dots::<true>(out, first, b, at)
-}
-
-/// `out[k] += xt[rows[k]] · gt[cols[k]]` over rows of `b` values, connections split over the
-/// threads.
-fn dots_all(out: &mut [f32], b: usize, at: Pair<'_>) {
-    let fma = has_fma();
-    let per = (out.len() / (rayon::current_num_threads() * 8)).max(256);
-    out.par_chunks_mut(per).enumerate().for_each(|(t, chunk)| {
-        #[cfg(target_arch = "x86_64")]
-        if fma {
-            // SAFETY: the CPU has AVX2 and FMA (checked above).
-            unsafe { dots_avx2(chunk, t * per, b, at) };
-            return;
-        }
-        let _ = fma;
-        dots::<false>(chunk, t * per, b, at);
-    });
-}
-
-#[derive(Clone, Copy)]
-struct Pair<'a> {
-    rows: &'a [i64],
-    cols: &'a [i64],
-    xt: &'a [f32],
-    gt: &'a [f32],
+#[allow(clippy::too_many_arguments)]
+fn backward_rows_avx2(
+    gx: Option<&mut [f32]>,
+    dw: Option<&mut [f32]>,
+    first: usize,
+    n: usize,
+    b: usize,
+    groups: &Grouping,
+    w: &[f32],
+    xt: &[f32],
+    gt: &[f32],
+) {
+    backward_rows::<true>(gx, dw, first, n, b, groups, w, xt, gt)
 }
 
 fn has_fma() -> bool {
@@ -280,96 +280,113 @@ fn groups_per_task(n: usize) -> usize {
     (n / (rayon::current_num_threads() * 8)).max(1)
 }
 
-/// `outᵀ` (`[n_out_groups, b]`) with `outᵀ[g] = Σ_{k: key[k] = g} w[k] · srcᵀ[other[k]]`.
-fn accumulate(
-    srct: &[f32],
-    b: usize,
-    keys: &[i64],
-    other: &[i64],
-    w: &[f32],
-    n_groups: usize,
-    what: &str,
-) -> Vec<f32> {
-    let n_src = srct.len() / b.max(1);
-    let groups = Grouped::by(keys, n_groups, other, n_src, w, what);
-    let mut outt = vec![0f32; n_groups * b];
-    if b == 0 {
-        return outt;
-    }
-    gather_rows(&mut outt, b, &groups, srct);
-    outt
-}
-
-/// `out` (`[n_groups, b]`, zero) ← the grouped AXPYs, output rows split over the threads.
-fn gather_rows(out: &mut [f32], b: usize, groups: &Grouped<'_>, src: &[f32]) {
-    let n_groups = out.len() / b;
-    let per = groups_per_task(n_groups);
-    let fma = has_fma();
-    out.par_chunks_mut(per * b)
-        .enumerate()
-        .for_each(|(t, chunk)| {
-            let first = t * per;
-            #[cfg(target_arch = "x86_64")]
-            if fma {
-                // SAFETY: the CPU has AVX2 and FMA (checked above).
-                unsafe { gather_axpy_avx2(chunk, first, b, groups, src) };
-                return;
-            }
-            let _ = fma;
-            gather_axpy::<false>(chunk, first, b, groups, src);
-        });
-}
-
-fn check_coo(values: &[f32], rows: &[i64], cols: &[i64]) {
-    assert!(
-        values.len() == rows.len() && rows.len() == cols.len(),
-        "sparse layer: {} values, {} rows, {} cols (one of each per connection)",
+fn check_shapes(xt: &[f32], batch: usize, values: &[f32], plan: &ConnectionPlan) {
+    assert_eq!(
         values.len(),
-        rows.len(),
-        cols.len()
+        plan.nnz(),
+        "sparse layer: {} values for {} connections",
+        values.len(),
+        plan.nnz()
+    );
+    assert_eq!(
+        xt.len(),
+        plan.n_in * batch,
+        "sparse layer: input of {} values is not [{}, {batch}]",
+        xt.len(),
+        plan.n_in
     );
 }
 
 /// Forward pass in the feature-major layout: `yᵀ[o, s] = Σ_{k: cols[k] = o} values[k] · xᵀ[rows[k], s]`.
-/// `xt` is `[d_in, batch]` row-major; returns `yt`, `[d_out, batch]`.
-pub fn forward_t(
-    xt: &[f32],
-    batch: usize,
-    values: &[f32],
-    rows: &[i64],
-    cols: &[i64],
-    d_out: usize,
-) -> Vec<f32> {
-    check_coo(values, rows, cols);
-    accumulate(xt, batch, cols, rows, values, d_out, "output")
+/// `xt` is `[n_in, batch]` row-major, `values` in the plan's storage order; returns `yt`,
+/// `[n_out, batch]`.
+pub fn forward_t(xt: &[f32], batch: usize, values: &[f32], plan: &ConnectionPlan) -> Vec<f32> {
+    check_shapes(xt, batch, values, plan);
+    let groups = &plan.by_output;
+    let mut out = vec![0f32; plan.n_out * batch];
+    if batch == 0 || out.is_empty() {
+        return out;
+    }
+    let w = groups.arrange(values);
+    let per = groups_per_task(plan.n_out);
+    let fma = has_fma();
+    out.par_chunks_mut(per * batch)
+        .enumerate()
+        .for_each(|(t, chunk)| {
+            #[cfg(target_arch = "x86_64")]
+            if fma {
+                // SAFETY: the CPU has AVX2 and FMA (checked above).
+                unsafe { gather_axpy_avx2(chunk, t * per, batch, groups, &w, xt) };
+                return;
+            }
+            let _ = fma;
+            gather_axpy::<false>(chunk, t * per, batch, groups, &w, xt);
+        });
+    out
 }
 
-/// Backward pass in the feature-major layout for `gt = (∂L/∂y)ᵀ` (`[d_out, batch]`):
-/// `(∂L/∂x)ᵀ` (`[d_in, batch]`, when `want_input`) and `∂L/∂values` (`[nnz]`, when
-/// `want_values`).
-#[allow(clippy::too_many_arguments)]
+/// Backward pass in the feature-major layout for `gt = (∂L/∂y)ᵀ` (`[n_out, batch]`):
+/// `(∂L/∂x)ᵀ` (`[n_in, batch]`, when `want_input`) and `∂L/∂values` (`[nnz]`, storage order,
+/// when `want_values`).
 pub fn backward_t(
     xt: &[f32],
     gt: &[f32],
     batch: usize,
-    d_in: usize,
     values: &[f32],
-    rows: &[i64],
-    cols: &[i64],
+    plan: &ConnectionPlan,
     want_input: bool,
     want_values: bool,
 ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
-    check_coo(values, rows, cols);
-    let grad_input = want_input.then(|| accumulate(gt, batch, rows, cols, values, d_in, "input"));
-    let grad_values = want_values.then(|| {
-        let mut out = vec![0f32; values.len()];
-        if batch == 0 {
-            return out;
+    check_shapes(xt, batch, values, plan);
+    assert_eq!(
+        gt.len(),
+        plan.n_out * batch,
+        "sparse layer: output gradient of {} values is not [{}, {batch}]",
+        gt.len(),
+        plan.n_out
+    );
+    let groups = &plan.by_input;
+    let mut gx = want_input.then(|| vec![0f32; plan.n_in * batch]);
+    let mut dw = want_values.then(|| vec![0f32; plan.nnz()]);
+    if batch > 0 && plan.n_in > 0 && (want_input || want_values) {
+        let w = groups.arrange(values);
+        let per = groups_per_task(plan.n_in);
+        let tasks = plan.n_in.div_ceil(per);
+        // each task's rows of ∂x and slots of ∂w
+        let mut gx_parts: Vec<Option<&mut [f32]>> = match gx.as_deref_mut() {
+            Some(g) => g.chunks_mut(per * batch).map(Some).collect(),
+            None => (0..tasks).map(|_| None).collect(),
+        };
+        let mut dw_parts: Vec<Option<&mut [f32]>> = Vec::with_capacity(tasks);
+        let mut rest = dw.as_deref_mut();
+        for t in 0..tasks {
+            let (a, z) = (t * per, ((t + 1) * per).min(plan.n_in));
+            let len = groups.offsets[z] - groups.offsets[a];
+            dw_parts.push(rest.take().map(|r| {
+                let (head, tail) = r.split_at_mut(len);
+                rest = Some(tail);
+                head
+            }));
         }
-        dots_all(&mut out, batch, Pair { rows, cols, xt, gt });
-        out
-    });
-    (grad_input, grad_values)
+        let fma = has_fma();
+        gx_parts
+            .par_iter_mut()
+            .zip(dw_parts.par_iter_mut())
+            .enumerate()
+            .for_each(|(t, (gx, dw))| {
+                let (first, n) = (t * per, per.min(plan.n_in - t * per));
+                let (gx, dw) = (gx.as_deref_mut(), dw.as_deref_mut());
+                #[cfg(target_arch = "x86_64")]
+                if fma {
+                    // SAFETY: the CPU has AVX2 and FMA (checked above).
+                    unsafe { backward_rows_avx2(gx, dw, first, n, batch, groups, &w, xt, gt) };
+                    return;
+                }
+                let _ = fma;
+                backward_rows::<false>(gx, dw, first, n, batch, groups, &w, xt, gt);
+            });
+    }
+    (gx, dw.map(|d| groups.restore(d)))
 }
 
 #[cfg(test)]
@@ -407,6 +424,12 @@ mod tests {
         }
     }
 
+    impl Case {
+        fn plan(&self) -> ConnectionPlan {
+            ConnectionPlan::from_i64(&self.rows, &self.cols, self.n_in, self.n_out)
+        }
+    }
+
     fn dense(c: &Case) -> Vec<f64> {
         let mut w = vec![0f64; c.n_in * c.n_out];
         for k in 0..c.w.len() {
@@ -440,11 +463,7 @@ mod tests {
             let c = case(b, 23, 19, 90, shuffled, b as u64);
             let w = dense(&c);
             let xt = transpose(&c.x, c.b, c.n_in);
-            let y = transpose(
-                &forward_t(&xt, c.b, &c.w, &c.rows, &c.cols, c.n_out),
-                c.n_out,
-                c.b,
-            );
+            let y = transpose(&forward_t(&xt, c.b, &c.w, &c.plan()), c.n_out, c.b);
             let mut want = vec![0f64; c.b * c.n_out];
             for s in 0..c.b {
                 for i in 0..c.n_in {
@@ -455,7 +474,7 @@ mod tests {
             }
             close(&y, &want);
             let gt = transpose(&c.g, c.b, c.n_out);
-            let (gxt, gw) = backward_t(&xt, &gt, c.b, c.n_in, &c.w, &c.rows, &c.cols, true, true);
+            let (gxt, gw) = backward_t(&xt, &gt, c.b, &c.w, &c.plan(), true, true);
             let gx = gxt.map(|g| transpose(&g, c.n_in, c.b));
             let mut want_gx = vec![0f64; c.b * c.n_in];
             for s in 0..c.b {
@@ -487,8 +506,8 @@ mod tests {
         let c = case(b, n_in, n_out, 5000, true, 9);
         let xt = transpose(&c.x, b, n_in);
         let gt = transpose(&c.g, b, n_out);
-        let yt = forward_t(&xt, b, &c.w, &c.rows, &c.cols, n_out);
-        let (gxt, gw) = backward_t(&xt, &gt, b, n_in, &c.w, &c.rows, &c.cols, true, true);
+        let yt = forward_t(&xt, b, &c.w, &c.plan());
+        let (gxt, gw) = backward_t(&xt, &gt, b, &c.w, &c.plan(), true, true);
         let (gxt, gw) = (gxt.unwrap(), gw.unwrap());
         let mut want_y = vec![0f64; n_out * b];
         let mut want_gx = vec![0f64; n_in * b];
@@ -512,8 +531,13 @@ mod tests {
     #[test]
     fn backward_computes_only_what_is_asked() {
         let c = case(4, 5, 6, 10, false, 1);
-        let (gx, gw) = backward_t(&c.x, &c.g, c.b, c.n_in, &c.w, &c.rows, &c.cols, false, true);
-        assert!(gx.is_none() && gw.is_some());
+        let (gx, gw) = backward_t(&c.x, &c.g, c.b, &c.w, &c.plan(), false, true);
+        assert!(gx.is_none());
+        // the weight gradient alone is the one computed with the input gradient
+        let (_, both) = backward_t(&c.x, &c.g, c.b, &c.w, &c.plan(), true, true);
+        assert_eq!(gw, both);
+        let (gx, gw) = backward_t(&c.x, &c.g, c.b, &c.w, &c.plan(), true, false);
+        assert!(gx.is_some() && gw.is_none());
     }
 
     #[test]
@@ -522,17 +546,5 @@ mod tests {
         let t = transpose(&a, 37, 70);
         assert_eq!(t[5 * 37 + 3], a[3 * 70 + 5]);
         assert_eq!(transpose(&t, 70, 37), a);
-    }
-
-    #[test]
-    #[should_panic(expected = "output index 9 out of range 0..9")]
-    fn out_of_range_index_is_a_clear_error() {
-        forward_t(&[1.0; 4], 1, &[1.0], &[0], &[9], 9);
-    }
-
-    #[test]
-    #[should_panic(expected = "one of each per connection")]
-    fn mismatched_lengths_are_a_clear_error() {
-        forward_t(&[1.0; 4], 1, &[1.0, 2.0], &[0], &[0], 3);
     }
 }

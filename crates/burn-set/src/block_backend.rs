@@ -15,7 +15,7 @@
 
 use crate::dropout::bernoulli_mask;
 use crate::sparse_backend::{HostFloats, connection_plan, dims2, floats, write_feature_major};
-use crate::sparse_kernel;
+use crate::sparse_kernel::{self, written};
 use crate::sparse_plan::ConnectionPlan;
 use crate::srelu_backend::{rows_per_task, srelu_grads, srelu_value};
 #[cfg(feature = "flex")]
@@ -98,9 +98,12 @@ pub fn block_forward_host(
     let d_output = bias.len();
     let mut zt = sparse_kernel::forward_t(xt, batch, values, plan);
     let mask = dropout.map(|d| bernoulli_mask(d_output * batch, d.keep, d.seed));
-    let mut yt = vec![0f32; zt.len()];
-    if batch > 0 {
-        let per = rows_per_task(d_output) * batch;
+    if batch == 0 {
+        let yt = vec![0f32; zt.len()];
+        return BlockHost { zt, mask, yt };
+    }
+    let per = rows_per_task(d_output) * batch;
+    let yt = written(zt.len(), |yt| {
         yt.par_chunks_mut(per)
             .zip(zt.par_chunks_mut(per))
             .enumerate()
@@ -114,19 +117,27 @@ pub fn block_forward_host(
                     let (tl, al, tr, ar, _) = srelu_at(params, o);
                     let b = bias[o];
                     // branch-free: vectorises over the batch
-                    for (y, z) in yr.iter_mut().zip(zr.iter_mut()) {
+                    let value = |z: &mut f32| {
                         let v = *z + b;
                         *z = v;
-                        *y = srelu_value(v, tl, al, tr, ar);
+                        srelu_value(v, tl, al, tr, ar)
+                    };
+                    match &mask {
+                        Some(m) => {
+                            let mr = &m[o * batch..(o + 1) * batch];
+                            for ((y, z), m) in yr.iter_mut().zip(zr.iter_mut()).zip(mr) {
+                                y.write(value(z) * m);
+                            }
+                        }
+                        None => {
+                            for (y, z) in yr.iter_mut().zip(zr.iter_mut()) {
+                                y.write(value(z));
+                            }
+                        }
                     }
                 }
-            });
-        if let Some(m) = &mask {
-            yt.par_chunks_mut(1 << 16)
-                .zip(m.par_chunks(1 << 16))
-                .for_each(|(y, m)| y.iter_mut().zip(m).for_each(|(y, m)| *y *= m));
-        }
-    }
+            })
+    });
     BlockHost { zt, mask, yt }
 }
 

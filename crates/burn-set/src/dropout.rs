@@ -9,6 +9,7 @@
 //! Other backends use Burn's own dropout.
 
 use crate::sparse_backend::has_native_kernel;
+use crate::sparse_kernel::written;
 use burn::nn::Dropout;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use rand::{Rng, SeedableRng, rngs::SmallRng};
@@ -27,19 +28,19 @@ pub fn bernoulli_mask(n: usize, keep: f64, seed: u64) -> Vec<f32> {
     // exact `keep`)
     let threshold = (keep * 65_536.0).round() as u32;
     let scale = if keep > 0.0 { (1.0 / keep) as f32 } else { 0.0 };
-    let mut mask = vec![0f32; n];
-    mask.par_chunks_mut(CHUNK)
-        .enumerate()
-        .for_each(|(c, chunk)| {
-            let mut rng =
-                SmallRng::seed_from_u64(seed ^ (c as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            let mut bits = vec![0u16; chunk.len()];
-            rng.fill(&mut bits[..]);
-            for (m, &u) in chunk.iter_mut().zip(&bits) {
-                *m = scale * (((u as u32) < threshold) as u32 as f32); // branch-free
-            }
-        });
-    mask
+    written(n, |mask| {
+        mask.par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(c, chunk)| {
+                let mut rng =
+                    SmallRng::seed_from_u64(seed ^ (c as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                let mut bits = vec![0u16; chunk.len()];
+                rng.fill(&mut bits[..]);
+                for (m, &u) in chunk.iter_mut().zip(&bits) {
+                    m.write(scale * (((u as u32) < threshold) as u32 as f32)); // branch-free
+                }
+            })
+    })
 }
 
 /// The host mask `dropout` puts on a tensor on `device`: `(seed, keep probability)`, drawn

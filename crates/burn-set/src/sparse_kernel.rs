@@ -18,6 +18,7 @@
 
 use crate::sparse_plan::{ConnectionPlan, Grouping};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// `a` (`[r, c]`, row-major) transposed to `[c, r]`, in cache blocks, rows in parallel.
 pub fn transpose(a: &[f32], r: usize, c: usize) -> Vec<f32> {
@@ -158,7 +159,7 @@ const BLOCK: usize = 64;
 /// stored once.
 #[inline(always)]
 fn gather_axpy<const FMA: bool>(
-    out: &mut [f32],
+    out: &mut [MaybeUninit<f32>],
     first: usize,
     b: usize,
     groups: &Grouping,
@@ -187,15 +188,17 @@ fn gather_axpy<const FMA: bool>(
                     };
                 }
             }
-            row[j0..j0 + BLOCK].copy_from_slice(&acc);
+            row[j0..j0 + BLOCK].write_copy_of_slice(&acc);
             j0 += BLOCK;
         }
         if j0 < b {
-            row[j0..].fill(0.0);
+            let mut acc = [0f32; BLOCK];
+            let tail = &mut acc[..b - j0];
             for slot in slots {
                 let at = groups.other[slot] as usize * b;
-                axpy::<FMA>(&mut row[j0..], w[slot], &src[at + j0..at + b]);
+                axpy::<FMA>(tail, w[slot], &src[at + j0..at + b]);
             }
+            row[j0..].write_copy_of_slice(tail);
         }
     }
 }
@@ -207,8 +210,8 @@ fn gather_axpy<const FMA: bool>(
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn backward_rows<const FMA: bool>(
-    mut gx: Option<&mut [f32]>,
-    mut dw: Option<&mut [f32]>,
+    mut gx: Option<&mut [MaybeUninit<f32>]>,
+    mut dw: Option<&mut [MaybeUninit<f32>]>,
     first: usize,
     n: usize,
     b: usize,
@@ -227,7 +230,7 @@ fn backward_rows<const FMA: bool>(
             let x = &xt[i * b..(i + 1) * b];
             for slot in groups.offsets[i]..groups.offsets[i + 1] {
                 let o = groups.other[slot] as usize;
-                dw[slot - slot0] = dot::<FMA>(x, &gt[o * b..(o + 1) * b]);
+                dw[slot - slot0].write(dot::<FMA>(x, &gt[o * b..(o + 1) * b]));
             }
         }
     }
@@ -236,7 +239,7 @@ fn backward_rows<const FMA: bool>(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 fn gather_axpy_avx2(
-    out: &mut [f32],
+    out: &mut [MaybeUninit<f32>],
     first: usize,
     b: usize,
     groups: &Grouping,
@@ -250,8 +253,8 @@ fn gather_axpy_avx2(
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
 fn backward_rows_avx2(
-    gx: Option<&mut [f32]>,
-    dw: Option<&mut [f32]>,
+    gx: Option<&mut [MaybeUninit<f32>]>,
+    dw: Option<&mut [MaybeUninit<f32>]>,
     first: usize,
     n: usize,
     b: usize,
@@ -303,26 +306,39 @@ fn check_shapes(xt: &[f32], batch: usize, values: &[f32], plan: &ConnectionPlan)
 pub fn forward_t(xt: &[f32], batch: usize, values: &[f32], plan: &ConnectionPlan) -> Vec<f32> {
     check_shapes(xt, batch, values, plan);
     let groups = &plan.by_output;
-    let mut out = vec![0f32; plan.n_out * batch];
-    if batch == 0 || out.is_empty() {
-        return out;
+    if batch == 0 || plan.n_out == 0 {
+        return vec![0f32; plan.n_out * batch];
     }
     let w = groups.arrange(values);
     let per = groups_per_task(plan.n_out);
     let fma = has_fma();
-    out.par_chunks_mut(per * batch)
-        .enumerate()
-        .for_each(|(t, chunk)| {
-            #[cfg(target_arch = "x86_64")]
-            if fma {
-                // SAFETY: the CPU has AVX2 and FMA (checked above).
-                unsafe { gather_axpy_avx2(chunk, t * per, batch, groups, &w, xt) };
-                return;
-            }
-            let _ = fma;
-            gather_axpy::<false>(chunk, t * per, batch, groups, &w, xt);
-        });
-    out
+    written(plan.n_out * batch, |out| {
+        out.par_chunks_mut(per * batch)
+            .enumerate()
+            .for_each(|(t, chunk)| {
+                #[cfg(target_arch = "x86_64")]
+                if fma {
+                    // SAFETY: the CPU has AVX2 and FMA (checked above).
+                    unsafe { gather_axpy_avx2(chunk, t * per, batch, groups, &w, xt) };
+                    return;
+                }
+                let _ = fma;
+                gather_axpy::<false>(chunk, t * per, batch, groups, &w, xt);
+            })
+    })
+}
+
+/// A vector of `n` floats, every one of which `write_all` writes (the kernels write each
+/// output they own exactly once): no zeroing pass, which on large layers cost as much as a
+/// tenth of a step (a `memset` and the kernel's first-touch page clearing).
+pub(crate) fn written(n: usize, write_all: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec<f32> {
+    let mut v: Vec<f32> = Vec::with_capacity(n);
+    write_all(&mut v.spare_capacity_mut()[..n]);
+    // SAFETY: `write_all` initialised all `n` elements (each caller's kernel writes every
+    // row / slot of the slices it is given, which cover the whole buffer; the tests compare
+    // every output with a reference).
+    unsafe { v.set_len(n) };
+    v
 }
 
 /// Backward pass in the feature-major layout for `gt = (∂L/∂y)ᵀ` (`[n_out, batch]`):
@@ -346,21 +362,26 @@ pub fn backward_t(
         plan.n_out
     );
     let groups = &plan.by_input;
-    let mut gx = want_input.then(|| vec![0f32; plan.n_in * batch]);
-    let mut dw = want_values.then(|| vec![0f32; plan.nnz()]);
-    if batch > 0 && plan.n_in > 0 && (want_input || want_values) {
-        let w = groups.arrange(values);
-        let per = groups_per_task(plan.n_in);
-        let tasks = plan.n_in.div_ceil(per);
+    let n_in = plan.n_in;
+    if batch == 0 || n_in == 0 {
+        let gx = want_input.then(|| vec![0f32; n_in * batch]);
+        let dw = want_values.then(|| vec![0f32; plan.nnz()]);
+        return (gx, dw);
+    }
+    let w = groups.arrange(values);
+    let per = groups_per_task(n_in);
+    let tasks = n_in.div_ceil(per);
+    let fma = has_fma();
+    let run = |gx: Option<&mut [MaybeUninit<f32>]>, dw: Option<&mut [MaybeUninit<f32>]>| {
         // each task's rows of ∂x and slots of ∂w
-        let mut gx_parts: Vec<Option<&mut [f32]>> = match gx.as_deref_mut() {
+        let mut gx_parts: Vec<Option<&mut [MaybeUninit<f32>]>> = match gx {
             Some(g) => g.chunks_mut(per * batch).map(Some).collect(),
             None => (0..tasks).map(|_| None).collect(),
         };
-        let mut dw_parts: Vec<Option<&mut [f32]>> = Vec::with_capacity(tasks);
-        let mut rest = dw.as_deref_mut();
+        let mut dw_parts = Vec::with_capacity(tasks);
+        let mut rest = dw;
         for t in 0..tasks {
-            let (a, z) = (t * per, ((t + 1) * per).min(plan.n_in));
+            let (a, z) = (t * per, ((t + 1) * per).min(n_in));
             let len = groups.offsets[z] - groups.offsets[a];
             dw_parts.push(rest.take().map(|r| {
                 let (head, tail) = r.split_at_mut(len);
@@ -368,13 +389,12 @@ pub fn backward_t(
                 head
             }));
         }
-        let fma = has_fma();
         gx_parts
             .par_iter_mut()
             .zip(dw_parts.par_iter_mut())
             .enumerate()
             .for_each(|(t, (gx, dw))| {
-                let (first, n) = (t * per, per.min(plan.n_in - t * per));
+                let (first, n) = (t * per, per.min(n_in - t * per));
                 let (gx, dw) = (gx.as_deref_mut(), dw.as_deref_mut());
                 #[cfg(target_arch = "x86_64")]
                 if fma {
@@ -385,7 +405,19 @@ pub fn backward_t(
                 let _ = fma;
                 backward_rows::<false>(gx, dw, first, n, batch, groups, &w, xt, gt);
             });
-    }
+    };
+    let (gx, dw) = match (want_input, want_values) {
+        (true, true) => {
+            let mut dw = None;
+            let gx = written(n_in * batch, |gx| {
+                dw = Some(written(plan.nnz(), |dw| run(Some(gx), Some(dw))));
+            });
+            (Some(gx), dw)
+        }
+        (true, false) => (Some(written(n_in * batch, |gx| run(Some(gx), None))), None),
+        (false, true) => (None, Some(written(plan.nnz(), |dw| run(None, Some(dw))))),
+        (false, false) => (None, None),
+    };
     (gx, dw.map(|d| groups.restore(d)))
 }
 

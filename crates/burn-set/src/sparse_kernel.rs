@@ -295,23 +295,36 @@ fn gather_axpy<const FMA: bool>(
     }
 }
 
-/// The backward pass of the input-neuron groups `first..` covered by `gx` (`[n, b]`, when
+/// What every task of the backward pass reads: batch `b`, the connections grouped by input
+/// neuron, their weights in slot order, `xᵀ` and `gᵀ`.
+#[derive(Clone, Copy)]
+struct BackwardInputs<'a> {
+    b: usize,
+    groups: &'a Grouping,
+    w: &'a [f32],
+    xt: &'a [f32],
+    gt: &'a [f32],
+}
+
+/// The backward pass of the input-neuron groups `first..first + n`, into `gx` (`[n, b]`, when
 /// the input gradient is wanted) and `dw` (their slots, when the weight gradient is wanted):
 /// `gx[i] = Σ_{s ∈ i} w[s] · gt[other[s]]`, then `dw[s] = xt[i] · gt[other[s]]` while those
 /// rows are hot.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn backward_rows<const FMA: bool>(
     mut gx: Option<&mut [MaybeUninit<f32>]>,
     mut dw: Option<&mut [MaybeUninit<f32>]>,
     first: usize,
     n: usize,
-    b: usize,
-    groups: &Grouping,
-    w: &[f32],
-    xt: &[f32],
-    gt: &[f32],
+    at: BackwardInputs<'_>,
 ) {
+    let BackwardInputs {
+        b,
+        groups,
+        w,
+        xt,
+        gt,
+    } = at;
     let slot0 = groups.offsets[first];
     for i in first..first + n {
         if let Some(gx) = gx.as_deref_mut() {
@@ -343,19 +356,14 @@ fn gather_axpy_avx2(
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
 fn backward_rows_avx2(
     gx: Option<&mut [MaybeUninit<f32>]>,
     dw: Option<&mut [MaybeUninit<f32>]>,
     first: usize,
     n: usize,
-    b: usize,
-    groups: &Grouping,
-    w: &[f32],
-    xt: &[f32],
-    gt: &[f32],
+    at: BackwardInputs<'_>,
 ) {
-    backward_rows::<true>(gx, dw, first, n, b, groups, w, xt, gt)
+    backward_rows::<true>(gx, dw, first, n, at)
 }
 
 fn has_fma() -> bool {
@@ -464,6 +472,13 @@ pub fn backward_t(
     let per = groups_per_task(n_in);
     let tasks = n_in.div_ceil(per);
     let fma = has_fma();
+    let at = BackwardInputs {
+        b: batch,
+        groups,
+        w: &w,
+        xt,
+        gt,
+    };
     let run = |gx: Option<&mut [MaybeUninit<f32>]>, dw: Option<&mut [MaybeUninit<f32>]>| {
         // each task's rows of ∂x and slots of ∂w
         let mut gx_parts: Vec<Option<&mut [MaybeUninit<f32>]>> = match gx {
@@ -491,11 +506,11 @@ pub fn backward_t(
                 #[cfg(target_arch = "x86_64")]
                 if fma {
                     // SAFETY: the CPU has AVX2 and FMA (checked above).
-                    unsafe { backward_rows_avx2(gx, dw, first, n, batch, groups, &w, xt, gt) };
+                    unsafe { backward_rows_avx2(gx, dw, first, n, at) };
                     return;
                 }
                 let _ = fma;
-                backward_rows::<false>(gx, dw, first, n, batch, groups, &w, xt, gt);
+                backward_rows::<false>(gx, dw, first, n, at);
             });
     };
     let (gx, dw) = match (want_input, want_values) {

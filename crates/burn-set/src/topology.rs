@@ -172,8 +172,13 @@ pub fn sample_excluding(
         let picked = rand::seq::index::sample(rng, free_pos.len(), count as usize);
         out = picked.into_iter().map(|i| free_pos[i]).collect();
     } else {
-        let mut seen: std::collections::HashSet<u64> =
-            std::collections::HashSet::with_capacity(count as usize * 2);
+        // membership only (the output is the draws' order, then sorted), so a fast
+        // non-cryptographic hasher: SipHash was a fifth of a large layer's evolution
+        let mut seen: std::collections::HashSet<u64, foldhash::fast::FixedState> =
+            std::collections::HashSet::with_capacity_and_hasher(
+                count as usize * 2,
+                foldhash::fast::FixedState::default(),
+            );
         out = Vec::with_capacity(count as usize);
         while (out.len() as u64) < count {
             let p = rng.random_range(0..total);

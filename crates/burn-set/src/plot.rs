@@ -44,9 +44,7 @@ fn decades(lo: f64, hi: f64) -> (f64, f64) {
 }
 
 fn label(v: f64) -> String {
-    if v >= 1.0 && v < 1e4 {
-        format!("{v}")
-    } else if v < 1.0 && v >= 1e-3 {
+    if (1e-3..1e4).contains(&v) {
         format!("{v}")
     } else {
         format!("1e{}", v.log10().round())

@@ -152,8 +152,8 @@ fn parse_lines<R: BufRead>(
 
         let label_field = fields[0];
         let label = match label_field.parse::<f64>() {
-            Ok(v) if v == 0.0 => 0,
-            Ok(v) if v == 1.0 => 1,
+            Ok(0.0) => 0,
+            Ok(1.0) => 1,
             Ok(_) => {
                 return Err(parse_err(format!("label {label_field:?} is not 0 or 1")));
             }

@@ -15,9 +15,9 @@
 
 use crate::dropout::bernoulli_mask;
 use crate::sparse_backend::{HostFloats, connection_plan, dims2, floats, write_feature_major};
-use crate::sparse_kernel::{self, written};
+use crate::sparse_kernel::{self, rows_per_task, written};
 use crate::sparse_plan::ConnectionPlan;
-use crate::srelu_backend::{rows_per_task, srelu_grads, srelu_value};
+use crate::srelu_backend::{SRELU_TASKS_PER_THREAD, srelu_grads, srelu_value};
 #[cfg(feature = "flex")]
 use burn::backend::Flex;
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
@@ -102,7 +102,7 @@ pub fn block_forward_host(
         let yt = vec![0f32; zt.len()];
         return BlockHost { zt, mask, yt };
     }
-    let per = rows_per_task(d_output) * batch;
+    let per = rows_per_task(d_output, SRELU_TASKS_PER_THREAD) * batch;
     let yt = written(zt.len(), |yt| {
         yt.par_chunks_mut(per)
             .zip(zt.par_chunks_mut(per))
@@ -171,7 +171,7 @@ pub fn block_backward_host(
     // per neuron: ∂b, ∂t_l, ∂a_l, ∂t_r, ∂a_r; gt becomes ∂L/∂z in place
     let mut sums = vec![[0f32; 5]; d_output];
     if batch > 0 {
-        let per = rows_per_task(d_output);
+        let per = rows_per_task(d_output, SRELU_TASKS_PER_THREAD);
         gt.par_chunks_mut(per * batch)
             .zip(h.zt.par_chunks(per * batch))
             .zip(sums.par_chunks_mut(per))

@@ -377,11 +377,14 @@ fn has_fma() -> bool {
     }
 }
 
-/// Rows of output per parallel task: enough tasks to balance 2–64 threads, few enough to keep
-/// the per-task overhead small.
-fn groups_per_task(n: usize) -> usize {
-    (n / (rayon::current_num_threads() * 8)).max(1)
+/// Rows per parallel task when `n` rows are split into about `tasks_per_thread` tasks per
+/// thread: more tasks balance rows of uneven cost, fewer keep the per-task overhead small.
+pub(crate) fn rows_per_task(n: usize, tasks_per_thread: usize) -> usize {
+    (n / (rayon::current_num_threads() * tasks_per_thread)).max(1)
 }
+
+/// Tasks per thread of the kernels (their rows' costs vary with the neurons' degrees).
+const KERNEL_TASKS_PER_THREAD: usize = 8;
 
 fn check_shapes(xt: &[f32], batch: usize, values: &[f32], plan: &ConnectionPlan) {
     assert_eq!(
@@ -410,7 +413,7 @@ pub fn forward_t(xt: &[f32], batch: usize, values: &[f32], plan: &ConnectionPlan
         return vec![0f32; plan.n_out * batch];
     }
     let w = groups.arrange(values);
-    let per = groups_per_task(plan.n_out);
+    let per = rows_per_task(plan.n_out, KERNEL_TASKS_PER_THREAD);
     let fma = has_fma();
     written(plan.n_out * batch, |out| {
         out.par_chunks_mut(per * batch)
@@ -469,7 +472,7 @@ pub fn backward_t(
         return (gx, dw);
     }
     let w = groups.arrange(values);
-    let per = groups_per_task(n_in);
+    let per = rows_per_task(n_in, KERNEL_TASKS_PER_THREAD);
     let tasks = n_in.div_ceil(per);
     let fma = has_fma();
     let at = BackwardInputs {

@@ -10,6 +10,7 @@
 #![allow(deprecated)] // burn-ndarray is deprecated upstream but still one of our CPU backends
 
 use crate::sparse_backend::{dims2, floats};
+use crate::sparse_kernel::rows_per_task;
 #[cfg(feature = "flex")]
 use burn::backend::Flex;
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
@@ -20,10 +21,8 @@ use burn::backend::{Autodiff, Backend, NdArray, TensorMetadata, backend_extensio
 use burn::tensor::{Tensor, TensorData};
 use rayon::prelude::*;
 
-/// Rows per parallel task.
-pub(crate) fn rows_per_task(n: usize) -> usize {
-    (n / (rayon::current_num_threads() * 4)).max(1)
-}
+/// Tasks per thread of the elementwise SReLU passes (rows of even cost).
+pub(crate) const SRELU_TASKS_PER_THREAD: usize = 4;
 
 /// SReLU of `v` for one neuron (`tr` is the right threshold itself, `t_l + |t_r'|`).
 /// Branch-free (the regions are unpredictable), so loops over it vectorise.
@@ -61,7 +60,7 @@ pub fn srelu_forward_host(x: &[f32], f: usize, p: &[Vec<f32>; 4]) -> Vec<f32> {
     if f == 0 {
         return y;
     }
-    let per = rows_per_task(x.len() / f) * f;
+    let per = rows_per_task(x.len() / f, SRELU_TASKS_PER_THREAD) * f;
     y.par_chunks_mut(per)
         .zip(x.par_chunks(per))
         .for_each(|(yc, xc)| {
@@ -92,7 +91,7 @@ pub fn srelu_backward_host(
     if f == 0 {
         return (gx, Default::default());
     }
-    let per = rows_per_task(x.len() / f) * f;
+    let per = rows_per_task(x.len() / f, SRELU_TASKS_PER_THREAD) * f;
     let zero = || vec![0f32; 4 * f];
     let acc = gx
         .par_chunks_mut(per)

@@ -126,6 +126,40 @@ fn splitmix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The first index `≥ from` of the sorted `s` whose value is `≥ v` (`s.len()` if none), by a
+/// galloping search from `from`: cheap both when the next match is near and far.
+fn first_at_least(s: &[u64], from: usize, v: u64) -> usize {
+    if from >= s.len() || s[from] >= v {
+        return from;
+    }
+    // s[lo] < v
+    let (mut lo, mut step) = (from, 1);
+    while lo + step < s.len() && s[lo + step] < v {
+        lo += step;
+        step *= 2;
+    }
+    let hi = (lo + step).min(s.len());
+    lo + 1 + s[lo + 1..hi].partition_point(|&x| x < v)
+}
+
+/// The union of two sorted lists without common values, sorted.
+fn merge_sorted(a: &[u64], b: &[u64]) -> Vec<u64> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        if a[i] < b[j] {
+            out.push(a[i]);
+            i += 1;
+        } else {
+            out.push(b[j]);
+            j += 1;
+        }
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
+    out
+}
+
 /// `count` distinct positions drawn uniformly from `0..total`, sorted ascending.
 /// Memory is O(count), never O(total).
 pub fn sample_distinct(
@@ -157,7 +191,6 @@ pub fn sample_excluding(
         return Ok(Vec::new());
     }
     let occupied = taken.len() as u64 + count;
-    let mut out: Vec<u64>;
     if occupied * 2 > total {
         // Dense regime: list the free positions and pick `count` of them.
         let mut free_pos = Vec::with_capacity(free as usize);
@@ -170,24 +203,32 @@ pub fn sample_excluding(
             }
         }
         let picked = rand::seq::index::sample(rng, free_pos.len(), count as usize);
-        out = picked.into_iter().map(|i| free_pos[i]).collect();
-    } else {
-        // membership only (the output is the draws' order, then sorted), so a fast
-        // non-cryptographic hasher: SipHash was a fifth of a large layer's evolution
-        let mut seen: std::collections::HashSet<u64, foldhash::fast::FixedState> =
-            std::collections::HashSet::with_capacity_and_hasher(
-                count as usize * 2,
-                foldhash::fast::FixedState::default(),
-            );
-        out = Vec::with_capacity(count as usize);
-        while (out.len() as u64) < count {
-            let p = rng.random_range(0..total);
-            if taken.binary_search(&p).is_err() && seen.insert(p) {
-                out.push(p);
-            }
-        }
+        let mut out: Vec<u64> = picked.into_iter().map(|i| free_pos[i]).collect();
+        out.sort_unstable();
+        return Ok(out);
     }
-    out.sort_unstable();
+    // Rejection sampling in rounds of exactly as many draws as positions still missing.
+    // A round can only complete the sample if every one of its draws is accepted, so the
+    // draws, the accepted set and the generator's state afterwards are exactly those of
+    // drawing one position at a time until `count` distinct free ones are found; but each
+    // round is judged by one sort and merges against the sorted `taken` and accepted
+    // lists, not by a hash-set insert and a binary search per draw.
+    let mut out = Vec::with_capacity(count as usize);
+    let mut round: Vec<u64> = Vec::with_capacity(count as usize);
+    while (out.len() as u64) < count {
+        let need = count as usize - out.len();
+        round.clear();
+        round.extend((0..need).map(|_| rng.random_range(0..total)));
+        round.sort_unstable();
+        round.dedup();
+        let (mut t, mut a) = (0, 0);
+        round.retain(|&p| {
+            t = first_at_least(taken, t, p);
+            a = first_at_least(&out, a, p);
+            taken.get(t) != Some(&p) && out.get(a) != Some(&p)
+        });
+        out = merge_sorted(&out, &round);
+    }
     Ok(out)
 }
 
@@ -365,7 +406,40 @@ mod tests {
         );
     }
 
+    /// The rejection sampler drawn one position at a time (what the rounds must equal).
+    fn one_at_a_time(rng: &mut StdRng, total: u64, count: u64, taken: &[u64]) -> Vec<u64> {
+        use rand::Rng;
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        while (out.len() as u64) < count {
+            let p = rng.random_range(0..total);
+            if taken.binary_search(&p).is_err() && seen.insert(p) {
+                out.push(p);
+            }
+        }
+        out.sort_unstable();
+        out
+    }
+
     proptest! {
+        #[test]
+        fn sampling_in_rounds_equals_one_draw_at_a_time(
+            total in 10u64..5_000,
+            taken_frac in 0.0f64..0.25,
+            count_frac in 0.0f64..0.2,
+            seed in any::<u64>(),
+        ) {
+            let mut rng = derived_rng(seed, &[2]);
+            let taken = sample_distinct(&mut rng, total, (total as f64 * taken_frac) as u64).unwrap();
+            let count = (total as f64 * count_frac) as u64;
+            let (mut r1, mut r2) = (rng.clone(), rng);
+            let got = sample_excluding(&mut r1, total, count, &taken).unwrap();
+            prop_assert_eq!(got, one_at_a_time(&mut r2, total, count, &taken));
+            // the generator is left in the same state (callers draw new weights from it next)
+            use rand::Rng;
+            prop_assert_eq!(r1.random::<u64>(), r2.random::<u64>());
+        }
+
         #[test]
         fn sample_excluding_avoids_taken(total in 1u64..400, frac in 0.0f64..1.0, seed in any::<u64>()) {
             let mut rng = derived_rng(seed, &[1]);

@@ -8,7 +8,7 @@
 //! of the README it grows from ~10 ns at N = 1,000 to ~40 ns at 30,000 and ~75 ns at 100,000.
 use burn_set::sparse_kernel::{backward_t, forward_t};
 use burn_set::sparse_plan::ConnectionPlan;
-use burn_set::topology::SparseTopology;
+use burn_set::topology::{SparseTopology, col_indices, row_indices};
 use std::time::Instant;
 fn main() {
     let args: Vec<usize> = std::env::args()
@@ -19,8 +19,7 @@ fn main() {
     let (n, reps) = (args[0], args.get(1).copied().unwrap_or(5));
     let b = args.get(2).copied().unwrap_or(128);
     let t = SparseTopology::erdos_renyi(n, n, 20.0, 1).unwrap();
-    let rows: Vec<i64> = t.positions.iter().map(|p| (p / n as u64) as i64).collect();
-    let cols: Vec<i64> = t.positions.iter().map(|p| (p % n as u64) as i64).collect();
+    let (rows, cols) = (row_indices(&t.positions, n), col_indices(&t.positions, n));
     let plan = ConnectionPlan::from_i64(&rows, &cols, n, n);
     let nnz = plan.nnz();
     let values: Vec<f32> = (0..nnz)

@@ -382,10 +382,9 @@ impl ModuleMapper for Writer {
         let Some((_, n_out, out)) = self.updates.get(&key) else {
             return param;
         };
-        let n_out = *n_out as u64;
-        let data: Vec<i64> = match field {
-            "rows" => out.positions.iter().map(|&p| (p / n_out) as i64).collect(),
-            "cols" => out.positions.iter().map(|&p| (p % n_out) as i64).collect(),
+        let data = match field {
+            "rows" => crate::topology::row_indices(&out.positions, *n_out),
+            "cols" => crate::topology::col_indices(&out.positions, *n_out),
             _ => return param,
         };
         let n = data.len();

@@ -68,10 +68,9 @@ pub struct SparseSetLinear {
 }
 
 fn index_tensors(topo: &SparseTopology, device: &Device) -> SparseIndex {
-    let n_out = topo.n_out as u64;
     let nnz = topo.nnz();
-    let rows: Vec<i64> = topo.positions.iter().map(|&p| (p / n_out) as i64).collect();
-    let cols: Vec<i64> = topo.positions.iter().map(|&p| (p % n_out) as i64).collect();
+    let rows = crate::topology::row_indices(&topo.positions, topo.n_out);
+    let cols = crate::topology::col_indices(&topo.positions, topo.n_out);
     SparseIndex {
         rows: Param::initialized(
             ParamId::new(),

@@ -232,6 +232,22 @@ pub fn sample_excluding(
     Ok(out)
 }
 
+/// The input neuron (row) of every flat position `row * n_out + col`, as COO indices.
+pub fn row_indices(positions: &[u64], n_out: usize) -> Vec<i64> {
+    positions
+        .iter()
+        .map(|&p| (p / n_out as u64) as i64)
+        .collect()
+}
+
+/// The output neuron (column) of every flat position `row * n_out + col`, as COO indices.
+pub fn col_indices(positions: &[u64], n_out: usize) -> Vec<i64> {
+    positions
+        .iter()
+        .map(|&p| (p % n_out as u64) as i64)
+        .collect()
+}
+
 /// The connectivity of one sparse layer: sorted flat positions `row * n_out + col`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SparseTopology {

@@ -226,6 +226,41 @@ fn evolution_changes_set_layers_only_and_keeps_nnz() {
     assert!(!changed);
 }
 
+/// An evolution's ζ follows from its epoch (or step), not from how many evolutions this
+/// callback has run: a training resumed from a checkpoint continues the schedule, and the
+/// same evolution removes as many connections in both.
+#[test]
+fn zeta_schedule_follows_the_epoch_and_the_step() {
+    use burn_set::evolution::{EvolutionPeriod, ZetaSchedule};
+    let device = dev();
+    let schedule = ZetaSchedule::Cosine {
+        final_fraction: 0.1,
+    };
+    let fresh = || SetCallback::new(EvolutionConfig::new().with_seed(1).with_schedule(schedule));
+    // a fresh callback evolving after epoch 3 of a 5-epoch training (4 evolutions)
+    let cb = fresh();
+    cb.evolve(tiny_mlp(&device, Sparsity::Set), 3, 0, 4);
+    let expected = schedule.zeta(0.3, 2, 4);
+    assert!((cb.history()[0].zeta - expected).abs() < 1e-12);
+    assert!(expected < 0.3 - 1e-3, "the schedule has decayed by then");
+    // the same evolution in an uninterrupted run, after evolutions at epochs 1 and 2
+    let cb2 = fresh();
+    let mut m = tiny_mlp(&device, Sparsity::Set);
+    for epoch in 1..=3 {
+        m = cb2.evolve(m, epoch, 0, 4).0;
+    }
+    assert_eq!(cb2.history()[2].zeta, cb.history()[0].zeta);
+    // with a step period: the evolution after step 9 of period 3 is the third (index 2)
+    let cb3 = SetCallback::new(
+        EvolutionConfig::new()
+            .with_seed(1)
+            .with_schedule(schedule)
+            .with_period(EvolutionPeriod::Steps { n: 3 }),
+    );
+    cb3.evolve(tiny_mlp(&device, Sparsity::Set), 1, 9, 4);
+    assert!((cb3.history()[0].zeta - expected).abs() < 1e-12);
+}
+
 #[test]
 fn regrown_weight_first_update_is_a_plain_gradient_step() {
     let device = dev().autodiff();
@@ -380,6 +415,58 @@ fn evolves_inside_a_real_supervised_training(storage: Storage) {
         assert!(w.iter().zip(&m).all(|(w, m)| *m || *w == 0.0), "layer {i}");
     }
     assert_eq!(cb.stats().connections, n0 - pruned as u64);
+}
+
+/// Stops after a fixed epoch.
+#[derive(Clone)]
+struct StopAfter(usize);
+
+impl burn::train::EarlyStoppingStrategy for StopAfter {
+    fn should_stop(
+        &mut self,
+        epoch: usize,
+        _: &burn::train::metric::store::EventStoreClient,
+    ) -> bool {
+        epoch >= self.0
+    }
+}
+
+/// A training stopped early ends like one that ran its course: the model validated at the
+/// stopping epoch gets the final prune (no regrowing evolution after it) and is returned.
+#[test]
+fn early_stopping_prunes_and_returns_the_validated_model() {
+    for storage in [Storage::Masked, Storage::Sparse] {
+        let device = dev().autodiff();
+        let model = tiny_mlp_with(&device, Sparsity::Set, storage);
+        let n0 = topology_summary(&model).connections;
+        let train = embedded_mnist(Split::Train).unwrap().limit(128);
+        let test = embedded_mnist(Split::Test).unwrap().limit(64);
+        let dl_train = DataLoaderBuilder::new(ClassificationBatcher::new())
+            .batch_size(64)
+            .build(ClassificationDataset::new(train));
+        let dl_test = DataLoaderBuilder::new(ClassificationBatcher::new())
+            .batch_size(64)
+            .build(ClassificationDataset::new(test));
+        let cb = SetCallback::new(EvolutionConfig::new().with_seed(3));
+        let dir = tempfile::tempdir().unwrap();
+        let result = SupervisedTraining::new(dir.path(), dl_train, dl_test)
+            .metrics((AccuracyMetric::new(), LossMetric::new()))
+            .with_set(&cb)
+            .with_application_logger(None)
+            .early_stopping(StopAfter(2))
+            .num_epochs(5)
+            .launch(Learner::new(model, SgdConfig::new().init(), 0.01));
+        let history = cb.history();
+        let marks: Vec<(usize, bool)> = history.iter().map(|r| (r.epoch, r.final_prune)).collect();
+        assert_eq!(marks, vec![(1, false), (2, true)], "{storage:?}");
+        let pruned: usize = history[1].layers.iter().map(|l| l.pruned).sum();
+        assert!(pruned > 0);
+        assert_eq!(
+            topology_summary(&result.model).connections,
+            n0 - pruned as u64,
+            "{storage:?}"
+        );
+    }
 }
 
 #[test]

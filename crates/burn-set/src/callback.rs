@@ -41,7 +41,6 @@ pub struct TopologyStats {
 struct State {
     history: Vec<EvolutionRecord>,
     stats: TopologyStats,
-    evolutions: usize,
 }
 
 /// Runs SET on a model at the end of every epoch (or every N steps) of Burn's training.
@@ -113,8 +112,10 @@ impl SetCallback {
         self.config.period == EvolutionPeriod::Epoch
     }
 
-    /// Runs one evolution (regrowing) on `model`. `total_evolutions` is how many evolutions the
-    /// whole training will run (for ζ schedules). The flag says whether any layer evolved (a
+    /// Runs one evolution (regrowing) on `model` after (1-based) `epoch`, or after global
+    /// optimizer step `step` with a step period; that fixes its random draws and its place in
+    /// the ζ schedule (evolution `epoch − 1`, or `step / n − 1`). `total_evolutions` is how many
+    /// evolutions the whole training will run (for ζ schedules). The flag says whether any layer evolved (a
     /// model without `Sparsity::Set` layers is returned as it was, and nothing is recorded).
     pub fn evolve<M: Module>(
         &self,
@@ -123,15 +124,16 @@ impl SetCallback {
         step: usize,
         total_evolutions: usize,
     ) -> (M, bool) {
-        let index = self.state.lock().unwrap().evolutions;
+        // The evolution's place in the schedule follows from its epoch (or step), like its
+        // random draws: a resumed training continues the ζ schedule where it stopped.
+        let (index, counter) = match self.config.period {
+            EvolutionPeriod::Epoch => (epoch.saturating_sub(1), epoch as u64),
+            EvolutionPeriod::Steps { n } => ((step / n.max(1)).saturating_sub(1), step as u64),
+        };
         let zeta = self
             .config
             .schedule
             .zeta(self.config.zeta, index, total_evolutions);
-        let counter = match self.config.period {
-            EvolutionPeriod::Epoch => epoch as u64,
-            EvolutionPeriod::Steps { .. } => step as u64,
-        };
         self.run(model, epoch, step, zeta, false, counter)
     }
 
@@ -179,9 +181,6 @@ impl SetCallback {
         let seconds = t0.elapsed().as_secs_f64();
         let changed: usize = layers.iter().map(|l| l.changed).sum();
         let mut st = self.state.lock().unwrap();
-        if !final_prune {
-            st.evolutions += 1;
-        }
         st.stats = TopologyStats {
             connections: summary.connections,
             density: summary.density(),

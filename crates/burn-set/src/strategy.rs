@@ -6,7 +6,6 @@
 
 use crate::callback::SetCallback;
 use crate::metrics::{TopologyMetric, TopologyStat};
-use burn::data::dataloader::Progress;
 use burn::optim::{GradientsAccumulator, OptimizerRecord};
 use burn::tensor::Device;
 use burn::train::{
@@ -106,10 +105,14 @@ impl<M: LearnerModel + 'static> SupervisedLearningStrategy<M> for SetStrategy {
         let num_epochs = tc.num_epochs;
         let mut total_evolutions = num_epochs.saturating_sub(1);
         let mut global_step = 0usize;
+        let mut estimated = false;
         let mut final_model: Option<M> = None;
+        // whether the final prune has run, and the last epoch started
+        let (mut pruned, mut last_epoch_run) = (false, starting_epoch);
 
         for epoch in starting_epoch..=num_epochs {
             let last_epoch = epoch == num_epochs;
+            last_epoch_run = epoch;
             // ---- train split
             intr.fail_on_error(proc.process_train(LearnerEvent::StartSplit {
                 epoch_number: epoch,
@@ -150,8 +153,17 @@ impl<M: LearnerModel + 'static> SupervisedLearningStrategy<M> for SetStrategy {
                 };
                 if stepped {
                     global_step += 1;
-                    if epoch == starting_epoch && iteration == 1 {
-                        total_evolutions = estimate_step_evolutions(cb, &progress, num_epochs);
+                    // the first optimizer step of this run (after `grad_accumulation` items
+                    // when gradients are accumulated) tells how many items a step takes
+                    if !estimated {
+                        let per_step = progress.items_processed.max(1);
+                        let steps_per_epoch = progress.items_total.div_ceil(per_step);
+                        // a resumed training counts the steps of the epochs before it, so its
+                        // evolutions fall on the same steps as in one uninterrupted run
+                        global_step += starting_epoch.saturating_sub(1) * steps_per_epoch;
+                        total_evolutions =
+                            estimate_step_evolutions(cb, steps_per_epoch, num_epochs);
+                        estimated = true;
                     }
                     let end_of_training = last_epoch && progress.is_completed();
                     if cb.evolves_at_step(global_step) && !end_of_training {
@@ -178,10 +190,11 @@ impl<M: LearnerModel + 'static> SupervisedLearningStrategy<M> for SetStrategy {
 
             // ---- after the last epoch: prune without regrowing, then validate what is returned
             if last_epoch {
-                let pruned = cb.final_prune(learner.model(), epoch, global_step, total_evolutions);
+                let prune = cb.final_prune(learner.model(), epoch, global_step, total_evolutions);
                 // Sparse layers shrink: the pruned model then replaces the learner's for the
                 // validation and as the result (the last checkpoint keeps the unpruned one).
-                final_model = apply_evolution(&mut learner, pruned);
+                final_model = apply_evolution(&mut learner, prune);
+                pruned = true;
             }
 
             // ---- valid split
@@ -214,40 +227,59 @@ impl<M: LearnerModel + 'static> SupervisedLearningStrategy<M> for SetStrategy {
                 }
             }
             intr.fail_on_error(proc.process_valid(LearnerEvent::EndSplit(epoch)));
-
-            // ---- SET at the end of every epoch but the last
-            if !last_epoch && cb.evolves_at_epoch_end() {
-                let evolved = cb.evolve(learner.model(), epoch, global_step, total_evolutions);
-                apply_training_evolution(&mut learner, evolved);
-            }
-
             intr.fail_on_error(proc.process_train(LearnerEvent::EndEpoch(epoch)));
             if checkpointer.is_some() || early_stopping.is_some() {
                 intr.fail_on_error(proc.flush());
             }
-            if intr.should_stop() {
+
+            // ---- does the training end here? Decided before SET changes the model, so that a
+            // training stopped early returns (the final prune of) the model just validated.
+            let interrupted = intr.should_stop();
+            let stopped_early = !interrupted
+                && !last_epoch
+                && early_stopping
+                    .as_mut()
+                    .is_some_and(|es| es.should_stop(epoch, &tc.event_store));
+
+            // ---- SET at the end of every epoch but the last
+            if !last_epoch && !interrupted && !stopped_early && cb.evolves_at_epoch_end() {
+                let evolved = cb.evolve(learner.model(), epoch, global_step, total_evolutions);
+                apply_training_evolution(&mut learner, evolved);
+            }
+
+            if interrupted {
                 break;
             }
+            // the learner's state to resume from: after this epoch's evolution
             if let Some(c) = &mut checkpointer {
                 c.checkpoint(&learner, epoch, &tc.event_store);
             }
-            if let Some(es) = &mut early_stopping
-                && es.should_stop(epoch, &tc.event_store)
-            {
+            if stopped_early {
                 break;
+            }
+        }
+        // ---- a training that ended before its last epoch (interrupted, stopped early) gets
+        // the final prune there
+        if !pruned && starting_epoch <= num_epochs {
+            let (model, changed) = cb.final_prune(
+                learner.model(),
+                last_epoch_run,
+                global_step,
+                total_evolutions,
+            );
+            if changed {
+                final_model = Some(model);
             }
         }
         (final_model.unwrap_or_else(|| learner.model()), proc)
     }
 }
 
-/// Evolutions a step-period training will run, from the first step's progress.
-fn estimate_step_evolutions(cb: &SetCallback, progress: &Progress, num_epochs: usize) -> usize {
+/// Evolutions a training of `num_epochs` epochs of `steps_per_epoch` optimizer steps will run.
+fn estimate_step_evolutions(cb: &SetCallback, steps_per_epoch: usize, num_epochs: usize) -> usize {
     match cb.config().period {
         crate::evolution::EvolutionPeriod::Epoch => num_epochs.saturating_sub(1),
         crate::evolution::EvolutionPeriod::Steps { n } => {
-            let per_step = progress.items_processed.max(1);
-            let steps_per_epoch = progress.items_total.div_ceil(per_step);
             (steps_per_epoch * num_epochs).saturating_sub(1) / n
         }
     }

@@ -249,6 +249,7 @@ pub fn evolve_layer(
         values.len(),
         "positions and values must align"
     );
+    crate::topology::validate_positions(positions, total)?;
     let keep = select_survivors(values, zeta, rule);
     let mut kept_pos = Vec::with_capacity(positions.len());
     let mut kept_val = Vec::with_capacity(positions.len());
@@ -306,6 +307,25 @@ mod tests {
         // negatives -0.2,-0.9,-0.05,-0.4 → 2 largest: -0.05 (5), -0.2 (2); zero (6) removed
         let removed: Vec<usize> = (0..10).filter(|&i| !keep[i]).collect();
         assert_eq!(removed, vec![0, 2, 5, 6, 8]);
+    }
+
+    /// Unsorted positions would defeat the regrowth's exclusion of existing connections.
+    #[test]
+    fn unsorted_positions_are_an_error_not_duplicates() {
+        let mut rng = derived_rng(1, &[1]);
+        let r = evolve_layer(
+            &[7, 2, 5],
+            &[0.1, -0.2, 0.3],
+            12,
+            0.5,
+            PruneRule::SignedThresholds,
+            Some(RegrowInit::Zero),
+            &mut rng,
+        );
+        assert!(
+            matches!(r, Err(TopologyError::InvalidPositions { .. })),
+            "{r:?}"
+        );
     }
 
     #[test]

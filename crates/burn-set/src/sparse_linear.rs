@@ -91,9 +91,10 @@ fn index_tensors(topo: &SparseTopology, device: &Device) -> SparseIndex {
 }
 
 impl SetLinearConfig {
-    /// Initialize a truly sparse [`SparseSetLinear`] with the same topology and initial values
-    /// as [`init`](Self::init) would give for the same seed (FixProb or SET; a dense config is
-    /// an error: use `init`).
+    /// Initialize a truly sparse [`SparseSetLinear`] with the same topology as
+    /// [`init`](Self::init) gives for the same seed (FixProb or SET; a dense config is an error:
+    /// use `init`). The values are drawn from the same initializer (and the device's generator),
+    /// one per connection, so they are not the ones `init` draws for its dense weight.
     pub fn init_sparse(&self, device: &Device) -> Result<SparseSetLinear, TopologyError> {
         let (d_in, d_out) = (self.d_input, self.d_output);
         let p = er_probability(self.epsilon, d_in, d_out)?;
@@ -133,6 +134,10 @@ impl SetLinearConfig {
 impl SparseSetLinear {
     /// Builds a layer from a topology and the values of its connections (aligned with
     /// `topology.positions`).
+    ///
+    /// # Panics
+    /// If `values` does not have one value per connection, or the positions are not sorted,
+    /// distinct and inside the layer ([`SparseTopology::validate`]).
     pub fn from_topology(
         topology: &SparseTopology,
         values: Vec<f32>,
@@ -141,6 +146,9 @@ impl SparseSetLinear {
         device: &Device,
     ) -> Self {
         assert_eq!(values.len(), topology.nnz(), "one value per connection");
+        if let Err(e) = topology.validate() {
+            panic!("SparseSetLinear::from_topology: {e}");
+        }
         let index = index_tensors(topology, device);
         let nnz = values.len();
         Self {

@@ -41,6 +41,15 @@ pub enum TopologyError {
         /// Positions available.
         positions: u64,
     },
+    /// Connection positions that are not sorted, distinct and inside the layer.
+    InvalidPositions {
+        /// Index in the position list of the first offending entry.
+        index: usize,
+        /// Its position.
+        position: u64,
+        /// Positions of the layer (`n_in · n_out`).
+        capacity: u64,
+    },
 }
 
 impl fmt::Display for TopologyError {
@@ -74,6 +83,15 @@ impl fmt::Display for TopologyError {
             } => write!(
                 f,
                 "{requested} connections requested but the layer has only {positions} positions"
+            ),
+            Self::InvalidPositions {
+                index,
+                position,
+                capacity,
+            } => write!(
+                f,
+                "connection {index} is at position {position}: positions must be sorted, \
+                 distinct and below n_in · n_out = {capacity}"
             ),
         }
     }
@@ -248,6 +266,22 @@ pub fn col_indices(positions: &[u64], n_out: usize) -> Vec<i64> {
         .collect()
 }
 
+/// Checks that `positions` are strictly increasing and below `capacity`.
+pub fn validate_positions(positions: &[u64], capacity: u64) -> Result<(), TopologyError> {
+    let mut prev: Option<u64> = None;
+    for (index, &position) in positions.iter().enumerate() {
+        if position >= capacity || prev.is_some_and(|p| p >= position) {
+            return Err(TopologyError::InvalidPositions {
+                index,
+                position,
+                capacity,
+            });
+        }
+        prev = Some(position);
+    }
+    Ok(())
+}
+
 /// The connectivity of one sparse layer: sorted flat positions `row * n_out + col`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SparseTopology {
@@ -326,6 +360,13 @@ impl SparseTopology {
         m
     }
 
+    /// Checks that the positions are strictly increasing and inside the layer (what evolution
+    /// and the sparse layers rely on; the fields are public, so a hand-built topology may not
+    /// be).
+    pub fn validate(&self) -> Result<(), TopologyError> {
+        validate_positions(&self.positions, self.capacity())
+    }
+
     /// Number of connections.
     pub fn nnz(&self) -> usize {
         self.positions.len()
@@ -385,6 +426,23 @@ mod tests {
         assert!(er_probability(0.0, 10, 10).is_err());
         assert!(er_probability(f64::NAN, 10, 10).is_err());
         assert!(er_probability(1.0, 0, 10).is_err());
+    }
+
+    #[test]
+    fn invalid_positions_are_rejected() {
+        let t = |positions: Vec<u64>| SparseTopology {
+            n_in: 3,
+            n_out: 4,
+            positions,
+        };
+        assert!(t(vec![0, 5, 11]).validate().is_ok());
+        assert!(t(vec![]).validate().is_ok());
+        for (bad, index) in [(vec![7, 2, 5], 1), (vec![1, 4, 4], 2), (vec![0, 12], 1)] {
+            match t(bad).validate() {
+                Err(TopologyError::InvalidPositions { index: i, .. }) => assert_eq!(i, index),
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     #[test]

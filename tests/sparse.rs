@@ -343,3 +343,76 @@ fn sparse_values_are_the_only_trainable_weights() {
     // values + bias; the index tensors are Int and not parameters to optimise
     assert_eq!(layer.num_params(), 100 + 20);
 }
+
+/// SET's final prune shrinks truly sparse layers, so Burn's own `load_file` refuses a trained
+/// model in a fresh one of the same config; `load::load_file` resizes the sparse layers first,
+/// and refuses a file whose layers have other shapes with a clear error.
+#[test]
+fn a_pruned_sparse_model_loads_into_a_fresh_one() {
+    use burn_set::layers::topology_summary;
+    use burn_set::load::{LoadError, load_file};
+    use burn_set::mlp::SetMlpConfig;
+    let device = dev();
+    let config = |hidden: Vec<usize>| {
+        SetMlpConfig::new(30, hidden, 4)
+            .with_storage(Some(Storage::Sparse))
+            .with_epsilon(3.0)
+            .with_seed(9)
+    };
+    let cb = SetCallback::new(EvolutionConfig::new().with_seed(4));
+    let (m, _) = cb.evolve(config(vec![20, 16]).init(&device), 1, 0, 1);
+    let (trained, pruned) = cb.final_prune(m, 2, 0, 1);
+    assert!(pruned);
+    let fresh = config(vec![20, 16]).init(&device);
+    let n = topology_summary(&trained).connections;
+    assert!(n < topology_summary(&fresh).connections);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("trained.bpk");
+    trained.clone().save_file(&path).unwrap();
+    assert!(
+        fresh.clone().try_load_file(&path).is_err(),
+        "Burn refuses other shapes"
+    );
+
+    let loaded = load_file(fresh, &path).unwrap();
+    assert_eq!(topology_summary(&loaded).connections, n);
+    let (a, b) = (
+        snapshot_layers(&trained, true),
+        snapshot_layers(&loaded, true),
+    );
+    assert_eq!(a.len(), b.len());
+    for (a, b) in a.iter().zip(&b) {
+        assert_eq!(a.topology, b.topology, "{}", a.path);
+    }
+    let x = Tensor::<2>::random([5, 30], Distribution::Normal(0.0, 1.0), &device);
+    assert_eq!(
+        floats(trained.forward(x.clone())),
+        floats(loaded.forward(x))
+    );
+
+    // and it trains: the loaded values get gradients of their (pruned) length
+    let ad = device.clone().autodiff();
+    let loaded = load_file(config(vec![20, 16]).init(&ad), &path).unwrap();
+    let x = Tensor::<2>::random([5, 30], Distribution::Normal(0.0, 1.0), &ad);
+    let grads = loaded.forward(x).sum().backward();
+    let layer = loaded.hidden[0].linear.as_sparse().unwrap();
+    let g = layer
+        .values
+        .val()
+        .grad(&grads)
+        .expect("a gradient for the loaded values");
+    assert_eq!(g.dims(), [layer.nnz()]);
+    assert_eq!(layer.nnz(), a[0].topology.nnz());
+
+    match load_file(config(vec![16, 20]).init(&device), &path) {
+        Err(e @ LoadError::LayerShape { .. }) => {
+            assert!(e.to_string().contains("20"), "{e}");
+        }
+        other => panic!("expected a layer-shape error, got {:?}", other.map(|_| ())),
+    }
+    let missing = dir.path().join("missing.bpk");
+    assert!(matches!(
+        load_file(config(vec![20, 16]).init(&device), &missing),
+        Err(LoadError::Read { .. })
+    ));
+}

@@ -14,6 +14,7 @@ pub mod evolution;
 pub mod experiment;
 pub mod head;
 pub mod layers;
+pub mod load;
 pub mod mask_backend;
 pub mod metrics;
 pub mod mlp;

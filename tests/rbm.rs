@@ -509,10 +509,25 @@ fn loader_errors_name_the_file_and_the_problem() {
 #[test]
 fn missing_splits_are_substituted_and_reported() {
     let dir = tempfile::tempdir().unwrap();
-    let rows = |n: usize, x: &str| (0..n).map(|_| format!("{x}\n")).collect::<String>();
+    // `n` rows of the data set's width: `x`, then zeros
+    let rows = |n: usize, kind: BinaryDatasetKind, x: &str| {
+        let pad = ",0".repeat(kind.n_features() - x.split(',').count());
+        (0..n).map(|_| format!("{x}{pad}\n")).collect::<String>()
+    };
+    use BinaryDatasetKind::{Adult, Connect4, OcrLetters, Rcv1};
     // adult / connect4 layout: train + valid → test = valid.
-    write(dir.path(), "adult.train.data.gz", &rows(6, "1,0,1"), true);
-    write(dir.path(), "adult.valid.data", &rows(3, "0,0,1"), false);
+    write(
+        dir.path(),
+        "adult.train.data.gz",
+        &rows(6, Adult, "1,0,1"),
+        true,
+    );
+    write(
+        dir.path(),
+        "adult.valid.data",
+        &rows(3, Adult, "0,0,1"),
+        false,
+    );
     let s = load_binary_density(BinaryDatasetKind::Adult, Some(dir.path())).unwrap();
     assert_eq!((s.train.len(), s.test.len()), (6, 3));
     assert_eq!(s.test_source.to_string(), "valid");
@@ -522,29 +537,40 @@ fn missing_splits_are_substituted_and_reported() {
     write(
         dir.path(),
         "ocr_letters.valid.data.gz",
-        &rows(4, "1,1"),
+        &rows(4, OcrLetters, "1,1"),
         true,
     );
     write(
         dir.path(),
         "ocr_letters.test.data.gz",
-        &rows(2, "0,1"),
+        &rows(2, OcrLetters, "0,1"),
         true,
     );
     let s = load_binary_density(BinaryDatasetKind::OcrLetters, Some(dir.path())).unwrap();
     assert_eq!(s.train_source.to_string(), "valid");
     assert_eq!(s.test_source.to_string(), "test");
     // rcv1 layout: valid only → cut 80/20.
-    write(dir.path(), "rcv1.valid.data.gz", &rows(10, "1,0"), true);
+    write(
+        dir.path(),
+        "rcv1.valid.data.gz",
+        &rows(10, Rcv1, "1,0"),
+        true,
+    );
     let s = load_binary_density(BinaryDatasetKind::Rcv1, Some(dir.path())).unwrap();
     assert_eq!((s.train.len(), s.test.len()), (8, 2));
     assert_eq!(s.train_source.to_string(), "valid[0..8]");
     assert_eq!(s.test_source.to_string(), "valid[8..10]");
     // Mismatched widths between splits are an error.
-    write(dir.path(), "connect4.train.data", &rows(3, "1,0,1"), false);
-    write(dir.path(), "connect4.valid.data", &rows(3, "1,0"), false);
-    let e = load_binary_density(BinaryDatasetKind::Connect4, Some(dir.path())).unwrap_err();
+    write(
+        dir.path(),
+        "connect4.train.data",
+        &rows(3, Connect4, "1,0,1"),
+        false,
+    );
+    write(dir.path(), "connect4.valid.data", "1,0\n1,0\n", false);
+    let e = load_binary_density(Connect4, Some(dir.path())).unwrap_err();
     assert!(matches!(e, DataError::Mismatch { .. }), "{e:?}");
+    assert!(e.to_string().contains("connect4.valid.data"), "{e}");
 }
 
 #[test]

@@ -20,18 +20,23 @@ pub struct CnnArgs {
     /// set | fixprob | dense (the head's hidden layers)
     #[arg(long, default_value = "set")]
     model: Sparsity,
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, allow_negative_numbers = true)]
     epochs: usize,
     /// Head hidden widths, comma separated.
-    #[arg(long, default_value = "2048,2048", value_delimiter = ',')]
+    #[arg(
+        long,
+        default_value = "2048,2048",
+        value_delimiter = ',',
+        allow_negative_numbers = true
+    )]
     head_widths: Vec<usize>,
-    #[arg(long, default_value_t = 20.0)]
+    #[arg(long, default_value_t = 20.0, allow_negative_numbers = true)]
     epsilon: f64,
-    #[arg(long, default_value_t = 0.3)]
+    #[arg(long, default_value_t = 0.3, allow_negative_numbers = true)]
     zeta: f64,
-    #[arg(long, default_value_t = 0.3)]
+    #[arg(long, default_value_t = 0.3, allow_negative_numbers = true)]
     dropout: f64,
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, allow_negative_numbers = true)]
     batch_size: usize,
     #[command(flatten)]
     sgd: crate::SgdArgs,
@@ -42,10 +47,10 @@ pub struct CnnArgs {
     #[arg(long)]
     no_augment: bool,
     /// Keep only the first N training samples (classes stay balanced for image layouts).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     train_limit: Option<usize>,
     /// Keep only the first N test samples.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     test_limit: Option<usize>,
     /// flex | ndarray | wgpu (flex by default: its conv2d is ~45× faster than ndarray's here)
     #[arg(long, default_value = "flex")]
@@ -54,7 +59,7 @@ pub struct CnnArgs {
     /// shape and backend)
     #[arg(long)]
     storage: Option<burn_set::layers::Storage>,
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = 42, allow_negative_numbers = true)]
     seed: u64,
     /// Where Burn writes logs and checkpoints.
     #[arg(long, default_value = "artifacts/cnn")]

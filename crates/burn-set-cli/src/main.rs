@@ -25,13 +25,13 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Args, Debug, Clone, Copy)]
 pub struct SgdArgs {
     /// SGD learning rate (the paper's 0.01).
-    #[arg(long, default_value_t = 0.01)]
+    #[arg(long, default_value_t = 0.01, allow_negative_numbers = true)]
     pub lr: f64,
     /// SGD momentum (no dampening).
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = 0.9, allow_negative_numbers = true)]
     pub momentum: f64,
     /// L2 weight decay.
-    #[arg(long, default_value_t = 0.0002)]
+    #[arg(long, default_value_t = 0.0002, allow_negative_numbers = true)]
     pub weight_decay: f64,
 }
 
@@ -77,31 +77,36 @@ struct MlpArgs {
     /// set | fixprob | dense
     #[arg(long, default_value = "set")]
     model: Sparsity,
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, allow_negative_numbers = true)]
     epochs: usize,
     /// Hidden widths, comma separated.
-    #[arg(long, default_value = "1000,1000,1000", value_delimiter = ',')]
+    #[arg(
+        long,
+        default_value = "1000,1000,1000",
+        value_delimiter = ',',
+        allow_negative_numbers = true
+    )]
     hidden: Vec<usize>,
-    #[arg(long, default_value_t = 20.0)]
+    #[arg(long, default_value_t = 20.0, allow_negative_numbers = true)]
     epsilon: f64,
-    #[arg(long, default_value_t = 0.3)]
+    #[arg(long, default_value_t = 0.3, allow_negative_numbers = true)]
     zeta: f64,
     /// srelu | relu
     #[arg(long, default_value = "srelu")]
     activation: ActivationKind,
-    #[arg(long, default_value_t = 0.3)]
+    #[arg(long, default_value_t = 0.3, allow_negative_numbers = true)]
     dropout: f64,
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, allow_negative_numbers = true)]
     batch_size: usize,
     #[command(flatten)]
     sgd: crate::SgdArgs,
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = 42, allow_negative_numbers = true)]
     seed: u64,
     /// Keep only the first N training samples.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     train_limit: Option<usize>,
     /// Keep only the first N test samples.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     test_limit: Option<usize>,
     /// flex | ndarray | wgpu (flex by default: the faster CPU backend here, with the native
     /// sparse and SReLU kernels)
@@ -122,7 +127,7 @@ struct MlpArgs {
 enum BenchCmd {
     /// Forward+backward of SetLinear vs burn's Linear, 1000×1000, batch 128.
     MaskedLinear {
-        #[arg(long, default_value_t = 30)]
+        #[arg(long, default_value_t = 30, value_parser = positive, allow_negative_numbers = true)]
         iterations: usize,
         #[arg(long, default_value = "ndarray")]
         backend: BackendKind,
@@ -131,7 +136,7 @@ enum BenchCmd {
     },
     /// SET-MLP epoch time with sparse vs masked storage vs the dense MLP (MNIST shape).
     SparseMlp {
-        #[arg(long, default_value_t = 50)]
+        #[arg(long, default_value_t = 50, value_parser = positive, allow_negative_numbers = true)]
         steps: usize,
         #[arg(long, default_value = "flex")]
         backend: BackendKind,
@@ -141,10 +146,15 @@ enum BenchCmd {
     /// One epoch time and peak memory of a 784-N-N-N-10 SET-MLP.
     Scale {
         /// Neurons per hidden layer.
-        #[arg(long, default_value_t = 1000)]
+        #[arg(long, default_value_t = 1000, allow_negative_numbers = true)]
         hidden: usize,
         /// Samples in the epoch.
-        #[arg(long, default_value_t = 10_000)]
+        #[arg(
+            long,
+            default_value_t = 10_000,
+            value_parser = positive,
+            allow_negative_numbers = true
+        )]
         samples: usize,
         /// sparse | masked
         #[arg(long, default_value = "sparse")]
@@ -156,15 +166,25 @@ enum BenchCmd {
     },
     /// One SET evolution of the MNIST SET-MLP vs one training epoch.
     Evolve {
-        #[arg(long, default_value_t = 20)]
+        #[arg(long, default_value_t = 20, value_parser = positive, allow_negative_numbers = true)]
         steps: usize,
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 3, value_parser = positive, allow_negative_numbers = true)]
         evolutions: usize,
         #[arg(long, default_value = "ndarray")]
         backend: BackendKind,
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Parses a count that must be at least 1 (clap rejects 0 with this message instead of the
+/// benchmark silently using 1).
+fn positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn load(a: &MlpArgs) -> Result<(ClassificationData, ClassificationData), String> {
@@ -246,18 +266,8 @@ fn print<T: serde::Serialize>(value: &T, json: bool) -> Result<(), String> {
 fn plot_scale(input: &std::path::Path, out: &std::path::Path) -> Result<(), String> {
     let text = std::fs::read_to_string(input)
         .map_err(|e| format!("cannot read {}: {e}", input.display()))?;
-    let mut points: Vec<burn_set::plot::ScalePoint> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| {
-            let f = |k: &str| v.get(k).and_then(|x| x.as_f64());
-            Some((
-                f("hidden")? as usize,
-                f("epoch_seconds")? * 10_000.0 / f("samples")?,
-                f("peak_memory_gb")?,
-            ))
-        })
-        .collect();
+    let mut points = burn_set::plot::parse_scale_lines(&text)
+        .map_err(|e| format!("{}: {e}", input.display()))?;
     if points.is_empty() {
         return Err(format!(
             "{} has no `burn-set bench scale --json` lines",
@@ -295,14 +305,15 @@ fn run(cli: Cli) -> ExitCode {
                 json,
             } => backend
                 .device()
-                .and_then(|d| print(&bench::masked_linear(&d, iterations.max(1)), json)),
+                .and_then(|d| print(&bench::masked_linear(&d, iterations), json)),
             BenchCmd::SparseMlp {
                 steps,
                 backend,
                 json,
             } => backend
                 .device()
-                .and_then(|d| print(&bench::sparse_mlp(&d, steps.max(1)), json)),
+                .and_then(|d| bench::sparse_mlp(&d, steps))
+                .and_then(|r| print(&r, json)),
             BenchCmd::Scale {
                 hidden,
                 samples,
@@ -311,7 +322,8 @@ fn run(cli: Cli) -> ExitCode {
                 json,
             } => backend
                 .device()
-                .and_then(|d| print(&bench::scale(&d, hidden, samples.max(1), storage), json)),
+                .and_then(|d| bench::scale(&d, hidden, samples, storage))
+                .and_then(|r| print(&r, json)),
             BenchCmd::Evolve {
                 steps,
                 evolutions,
@@ -319,7 +331,8 @@ fn run(cli: Cli) -> ExitCode {
                 json,
             } => backend
                 .device()
-                .and_then(|d| print(&bench::evolve(&d, steps.max(1), evolutions.max(1)), json)),
+                .and_then(|d| bench::evolve(&d, steps, evolutions))
+                .and_then(|r| print(&r, json)),
         },
     };
     match result {

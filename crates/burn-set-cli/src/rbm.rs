@@ -21,42 +21,42 @@ pub struct RbmArgs {
     #[arg(long, default_value = "set")]
     model: Sparsity,
     /// Hidden units.
-    #[arg(long, default_value_t = 250)]
+    #[arg(long, default_value_t = 250, allow_negative_numbers = true)]
     hidden: usize,
     /// Gibbs steps per update (the paper: 1, 3 or 10).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, allow_negative_numbers = true)]
     cd_k: usize,
     /// Persistent CD (fantasy particles kept between updates).
     #[arg(long)]
     persistent: bool,
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, allow_negative_numbers = true)]
     epochs: usize,
-    #[arg(long, default_value_t = 11.0)]
+    #[arg(long, default_value_t = 11.0, allow_negative_numbers = true)]
     epsilon: f64,
-    #[arg(long, default_value_t = 0.3)]
+    #[arg(long, default_value_t = 0.3, allow_negative_numbers = true)]
     zeta: f64,
     /// Standard deviation of the initial and regrown weights.
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = 0.05, allow_negative_numbers = true)]
     init_std: f64,
     #[command(flatten)]
     sgd: crate::SgdArgs,
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, allow_negative_numbers = true)]
     batch_size: usize,
     /// AIS runs.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, allow_negative_numbers = true)]
     ais_runs: usize,
     /// AIS annealing steps (14,500 = Salakhutdinov & Murray's schedule; other counts keep its
     /// shape).
-    #[arg(long, default_value_t = 14_500)]
+    #[arg(long, default_value_t = 14_500, allow_negative_numbers = true)]
     ais_betas: usize,
     /// Also evaluate by AIS every N epochs (0: only after the last); `best_test_log_likelihood`
     /// is the best of these evaluations.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     eval_every: usize,
     /// Also evaluate after these epochs, comma separated (e.g. 5,10,20).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
     eval_epochs: Vec<usize>,
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = 42, allow_negative_numbers = true)]
     seed: u64,
     /// flex | ndarray | wgpu (flex: about 1.7x faster than ndarray on these small matrices)
     #[arg(long, default_value = "flex")]

@@ -168,25 +168,32 @@ fn interleaved_step_seconds(
     times.into_iter().map(median).collect()
 }
 
+/// The 784-N-N-N-10 MLP of the benchmarks (ε = 20), or why it cannot be built (e.g. N = 0, or
+/// N so small that ε = 20 asks for more connections than a dense layer has).
 fn mnist_mlp(
     sparsity: Sparsity,
     storage: Option<Storage>,
     hidden: usize,
     device: &Device,
-) -> SetMlp {
+) -> Result<SetMlp, String> {
     SetMlpConfig::new(784, vec![hidden; 3], 10)
         .with_sparsity(sparsity)
         .with_storage(storage)
-        .init(device)
+        .try_init(device)
+        .map_err(|e| format!("cannot build the 784-{hidden}-{hidden}-{hidden}-10 MLP: {e}"))
 }
 
 /// Times one SET evolution of the MNIST SET-MLP 784-1000-1000-1000-10 (ε = 20, masked storage)
 /// against an epoch of training (SGD steps at batch 128 on synthetic inputs, extrapolated to
 /// 469 steps).
-pub fn evolve(device: &Device, timed_steps: usize, timed_evolutions: usize) -> EvolveBench {
+pub fn evolve(
+    device: &Device,
+    timed_steps: usize,
+    timed_evolutions: usize,
+) -> Result<EvolveBench, String> {
     let device = device.clone().autodiff();
     let batch = 128;
-    let model = mnist_mlp(Sparsity::Set, Some(Storage::Masked), 1000, &device);
+    let model = mnist_mlp(Sparsity::Set, Some(Storage::Masked), 1000, &device)?;
     let (mut model, step_seconds) = time_sgd_steps(model, 784, batch, 3, timed_steps, &device);
     let steps_per_epoch = 60_000usize.div_ceil(batch);
     let epoch_seconds = step_seconds * steps_per_epoch as f64;
@@ -199,7 +206,7 @@ pub fn evolve(device: &Device, timed_steps: usize, timed_evolutions: usize) -> E
         model = model.load_record(evolved.into_record());
     }
     let evolve_seconds = t0.elapsed().as_secs_f64() / timed_evolutions as f64;
-    EvolveBench {
+    Ok(EvolveBench {
         evolve_fraction_of_epoch: evolve_seconds / epoch_seconds,
         evolve_seconds,
         epoch_seconds,
@@ -208,7 +215,7 @@ pub fn evolve(device: &Device, timed_steps: usize, timed_evolutions: usize) -> E
         timed_steps,
         timed_evolutions,
         inputs: "synthetic uniform inputs and random labels (timing only)",
-    }
+    })
 }
 
 /// Result of `bench sparse-mlp`.
@@ -233,13 +240,13 @@ pub struct SparseMlpBench {
 
 /// SET-MLP 784-1000-1000-1000-10 (ε = 20, batch 128) per-epoch time with sparse and masked
 /// storage, against the dense MLP, measured in the same run.
-pub fn sparse_mlp(device: &Device, timed_steps: usize) -> SparseMlpBench {
+pub fn sparse_mlp(device: &Device, timed_steps: usize) -> Result<SparseMlpBench, String> {
     let device = device.clone().autodiff();
     let steps_per_epoch = 60_000f64 / 128.0;
     let models = vec![
-        mnist_mlp(Sparsity::Set, Some(Storage::Sparse), 1000, &device),
-        mnist_mlp(Sparsity::Set, Some(Storage::Masked), 1000, &device),
-        mnist_mlp(Sparsity::Dense, None, 1000, &device),
+        mnist_mlp(Sparsity::Set, Some(Storage::Sparse), 1000, &device)?,
+        mnist_mlp(Sparsity::Set, Some(Storage::Masked), 1000, &device)?,
+        mnist_mlp(Sparsity::Dense, None, 1000, &device)?,
     ];
     let rounds = timed_steps.div_ceil(5).max(1);
     let t = interleaved_step_seconds(models, rounds, 5, &device);
@@ -248,7 +255,7 @@ pub fn sparse_mlp(device: &Device, timed_steps: usize) -> SparseMlpBench {
         t[1] * steps_per_epoch,
         t[2] * steps_per_epoch,
     );
-    SparseMlpBench {
+    Ok(SparseMlpBench {
         sparse_seconds_per_epoch: sparse,
         masked_seconds_per_epoch: masked,
         dense_seconds_per_epoch: dense,
@@ -256,7 +263,7 @@ pub fn sparse_mlp(device: &Device, timed_steps: usize) -> SparseMlpBench {
         sparse_vs_masked: masked / sparse,
         timed_steps: rounds * 5,
         inputs: "synthetic uniform inputs and random labels (timing only); epoch = 469 steps of 128",
-    }
+    })
 }
 
 /// Result of `bench scale`.
@@ -313,11 +320,17 @@ pub fn python_reference_seconds(hidden: usize, samples: usize) -> f64 {
     per_10k * samples as f64 / 10_000.0
 }
 
-/// One epoch of a 784-N-N-N-10 SET-MLP (ε = 20, batch 128, synthetic inputs) and its peak memory.
-pub fn scale(device: &Device, hidden: usize, samples: usize, storage: Storage) -> ScaleBench {
+/// One epoch of a 784-N-N-N-10 SET-MLP (ε = 20, batch 128, synthetic inputs) and its peak
+/// memory; an error when N cannot be built (N = 0, or too small for ε = 20).
+pub fn scale(
+    device: &Device,
+    hidden: usize,
+    samples: usize,
+    storage: Storage,
+) -> Result<ScaleBench, String> {
     let device = device.clone().autodiff();
     let batch = 128;
-    let model = mnist_mlp(Sparsity::Set, Some(storage), hidden, &device);
+    let model = mnist_mlp(Sparsity::Set, Some(storage), hidden, &device)?;
     let connections = crate::layers::topology_summary(&model).connections;
     let steps = samples.div_ceil(batch);
     let t0 = Instant::now();
@@ -329,7 +342,7 @@ pub fn scale(device: &Device, hidden: usize, samples: usize, storage: Storage) -
     drop(model);
     let epoch_seconds = t0.elapsed().as_secs_f64();
     let python_reference_seconds = python_reference_seconds(hidden, samples);
-    ScaleBench {
+    Ok(ScaleBench {
         hidden,
         connections,
         samples,
@@ -339,7 +352,7 @@ pub fn scale(device: &Device, hidden: usize, samples: usize, storage: Storage) -
         storage,
         python_reference_seconds,
         speedup_vs_python: python_reference_seconds / epoch_seconds,
-    }
+    })
 }
 
 /// Peak resident set size of this process in GB (Linux `VmHWM`; 0 elsewhere).
@@ -353,4 +366,24 @@ pub fn peak_rss_gb() -> f64 {
         })
         .map(|kb| kb / 1024.0 / 1024.0)
         .unwrap_or(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scale_rejects_hidden_widths_it_cannot_build() {
+        #[allow(deprecated)]
+        let dev = Device::ndarray();
+        for hidden in [0, 1] {
+            let e = scale(&dev, hidden, 1, Storage::Sparse).unwrap_err();
+            assert!(
+                e.starts_with(&format!(
+                    "cannot build the 784-{hidden}-{hidden}-{hidden}-10 MLP"
+                )),
+                "{e}"
+            );
+        }
+    }
 }

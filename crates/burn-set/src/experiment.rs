@@ -136,6 +136,7 @@ pub fn run_mlp(
     test: ClassificationData,
 ) -> Result<MlpReport, String> {
     check_run(run.epochs, run.batch_size, &train, &test)?;
+    check_sgd(run.lr, run.momentum, run.weight_decay)?;
     let device = run.backend.device()?.autodiff();
     device.seed(run.seed);
     let model = SetMlpConfig::new(
@@ -226,6 +227,29 @@ pub fn check_run(
     Ok(())
 }
 
+/// The checks of the paper's SGD settings, shared by every experiment (MLP, CNN, RBM): a
+/// finite learning rate > 0, a momentum in `[0, 1)` (0 = plain SGD) and a finite weight decay
+/// ≥ 0 (0 = none). [`paper_sgd`] turns 0 into "off"; anything else out of range is an error
+/// rather than silently disabled.
+pub fn check_sgd(lr: f64, momentum: f64, weight_decay: f64) -> Result<(), String> {
+    if !(lr.is_finite() && lr > 0.0) {
+        return Err(format!(
+            "learning rate (lr) must be finite and > 0, got {lr}"
+        ));
+    }
+    if !(0.0..1.0).contains(&momentum) {
+        return Err(format!(
+            "momentum must be finite and in [0, 1), got {momentum}"
+        ));
+    }
+    if !(weight_decay.is_finite() && weight_decay >= 0.0) {
+        return Err(format!(
+            "weight decay must be finite and ≥ 0, got {weight_decay}"
+        ));
+    }
+    Ok(())
+}
+
 /// The experiments' SET callback: the paper's rule with a constant ζ, seeded.
 pub fn experiment_callback(zeta: f64, seed: u64) -> Result<SetCallback, String> {
     SetCallback::try_new(EvolutionConfig::new().with_zeta(zeta).with_seed(seed))
@@ -263,7 +287,8 @@ where
         .build(ClassificationDataset::new(train))
 }
 
-/// The paper's optimizer: SGD with momentum (no dampening) and L2 weight decay.
+/// The paper's optimizer: SGD with momentum (no dampening) and L2 weight decay; a momentum or
+/// weight decay of 0 leaves it out (values checked by [`check_sgd`]).
 pub fn paper_sgd(momentum: f64, weight_decay: f64) -> ModuleOptimizer {
     SgdConfig::new()
         .with_momentum((momentum > 0.0).then(|| {
@@ -360,4 +385,87 @@ pub(crate) fn sparse_storage<M: burn::module::Module>(model: &M) -> Option<crate
         .iter()
         .find(|l| l.sparsity != Sparsity::Dense)
         .map(|l| l.storage)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_sgd_rejects_out_of_range_hyperparameters() {
+        assert!(check_sgd(0.01, 0.9, 0.0002).is_ok());
+        // 0 momentum / weight decay = off; a huge finite lr is legal
+        assert!(check_sgd(1e10, 0.0, 0.0).is_ok());
+        for (lr, momentum, wd, want) in [
+            (
+                -1.0,
+                0.9,
+                0.0,
+                "learning rate (lr) must be finite and > 0, got -1",
+            ),
+            (
+                0.0,
+                0.9,
+                0.0,
+                "learning rate (lr) must be finite and > 0, got 0",
+            ),
+            (
+                f64::NAN,
+                0.9,
+                0.0,
+                "learning rate (lr) must be finite and > 0, got NaN",
+            ),
+            (
+                f64::INFINITY,
+                0.9,
+                0.0,
+                "learning rate (lr) must be finite and > 0",
+            ),
+            (
+                0.01,
+                -1.0,
+                0.0,
+                "momentum must be finite and in [0, 1), got -1",
+            ),
+            (
+                0.01,
+                5.0,
+                0.0,
+                "momentum must be finite and in [0, 1), got 5",
+            ),
+            (
+                0.01,
+                1.0,
+                0.0,
+                "momentum must be finite and in [0, 1), got 1",
+            ),
+            (
+                0.01,
+                f64::NAN,
+                0.0,
+                "momentum must be finite and in [0, 1), got NaN",
+            ),
+            (
+                0.01,
+                0.9,
+                -1.0,
+                "weight decay must be finite and ≥ 0, got -1",
+            ),
+            (
+                0.01,
+                0.9,
+                f64::INFINITY,
+                "weight decay must be finite and ≥ 0, got inf",
+            ),
+        ] {
+            let e = check_sgd(lr, momentum, wd).unwrap_err();
+            assert!(e.contains(want), "{e}");
+        }
+        // the RBM's settings go through the same check
+        let e = crate::rbm::RbmTrainConfig::new()
+            .with_momentum(5.0)
+            .validate()
+            .unwrap_err();
+        assert!(e.contains("momentum must be finite and in [0, 1)"), "{e}");
+    }
 }

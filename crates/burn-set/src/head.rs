@@ -15,10 +15,9 @@
 //! in the user's model.
 
 use crate::layers::Storage;
-use crate::mlp::{HiddenBlock, SetMlpConfig};
+use crate::mlp::{HiddenBlock, ModelConfigError, SetMlpConfig};
 use crate::set_linear::Sparsity;
 use crate::srelu::ActivationKind;
-use crate::topology::TopologyError;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::Linear;
@@ -68,14 +67,15 @@ impl SetHeadConfig {
     /// Initialize a new [`SetHead`].
     ///
     /// # Panics
-    /// If a sparse layer's ε gives a probability above 1 (see [`try_init`](Self::try_init)).
+    /// If a sparse layer's ε gives a probability above 1 or the dropout is not in `[0, 1)`
+    /// (see [`try_init`](Self::try_init)).
     pub fn init(&self, device: &Device) -> SetHead {
         self.try_init(device)
             .unwrap_or_else(|e| panic!("invalid SetHeadConfig: {e}"))
     }
 
-    /// Initialize a new [`SetHead`], or say which layer is misconfigured.
-    pub fn try_init(&self, device: &Device) -> Result<SetHead, TopologyError> {
+    /// Initialize a new [`SetHead`], or say which layer (or the dropout) is misconfigured.
+    pub fn try_init(&self, device: &Device) -> Result<SetHead, ModelConfigError> {
         let (hidden, output) = SetMlpConfig::new(self.d_input, self.hidden.clone(), self.d_output)
             .with_sparsity(self.sparsity)
             .with_epsilon(self.epsilon)

@@ -14,6 +14,7 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig};
 use burn::tensor::{Device, Int, Tensor};
 use burn::train::ClassificationOutput;
+use std::fmt;
 
 /// Configuration of a [`SetMlp`]: `d_input → hidden… → d_output`.
 #[derive(Config, Debug)]
@@ -43,6 +44,52 @@ pub struct SetMlpConfig {
     /// layers are always stored dense.
     #[config(default = "None")]
     pub storage: Option<Storage>,
+}
+
+/// Why a [`SetMlpConfig`] (or a [`SetHeadConfig`](crate::head::SetHeadConfig) or
+/// [`SetCnnConfig`](crate::cnn::SetCnnConfig) built on one) cannot be initialized.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelConfigError {
+    /// A sparse layer's topology cannot be built (ε, layer shape).
+    Topology(TopologyError),
+    /// The dropout probability is not finite or not in `[0, 1)` (Burn's `Dropout` would panic).
+    InvalidDropout(f64),
+}
+
+impl fmt::Display for ModelConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Topology(e) => e.fmt(f),
+            Self::InvalidDropout(p) => {
+                write!(f, "dropout must be finite and in [0, 1), got {p}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ModelConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Topology(e) => Some(e),
+            Self::InvalidDropout(_) => None,
+        }
+    }
+}
+
+impl From<TopologyError> for ModelConfigError {
+    fn from(e: TopologyError) -> Self {
+        Self::Topology(e)
+    }
+}
+
+/// Checks a dropout probability: finite and in `[0, 1)` (0 = no dropout). Shared by every
+/// model config with a dropout rate.
+pub fn check_dropout(p: f64) -> Result<(), ModelConfigError> {
+    if (0.0..1.0).contains(&p) {
+        Ok(())
+    } else {
+        Err(ModelConfigError::InvalidDropout(p))
+    }
 }
 
 /// A hidden layer's linear map, masked or truly sparse.
@@ -126,25 +173,28 @@ impl SetMlpConfig {
     /// Initialize a new [`SetMlp`].
     ///
     /// # Panics
-    /// If a sparse layer's ε gives a probability above 1 (see [`try_init`](Self::try_init)).
+    /// If a sparse layer's ε gives a probability above 1 or the dropout is not in `[0, 1)`
+    /// (see [`try_init`](Self::try_init)).
     pub fn init(&self, device: &Device) -> SetMlp {
         self.try_init(device)
             .unwrap_or_else(|e| panic!("invalid SetMlpConfig: {e}"))
     }
 
-    /// Initialize a new [`SetMlp`], or say which layer is misconfigured.
-    pub fn try_init(&self, device: &Device) -> Result<SetMlp, TopologyError> {
+    /// Initialize a new [`SetMlp`], or say which layer (or the dropout) is misconfigured.
+    pub fn try_init(&self, device: &Device) -> Result<SetMlp, ModelConfigError> {
         let (hidden, output) = self.init_layers(device)?;
         Ok(SetMlp { hidden, output })
     }
 
     /// The hidden blocks and the dense output layer this config describes (Xavier-uniform
     /// weights; sparse layer `i` seeded with `seed + i`). Shared by [`SetMlp`] and
-    /// [`SetHead`](crate::head::SetHead).
+    /// [`SetHead`](crate::head::SetHead). The dropout is checked even without hidden layers (a
+    /// CNN's backbone uses its head's rate).
     pub(crate) fn init_layers(
         &self,
         device: &Device,
-    ) -> Result<(Vec<HiddenBlock>, Linear), TopologyError> {
+    ) -> Result<(Vec<HiddenBlock>, Linear), ModelConfigError> {
+        check_dropout(self.dropout)?;
         let init = Initializer::XavierUniform { gain: 1.0 };
         let mut d_in = self.d_input;
         let mut hidden = Vec::with_capacity(self.hidden.len());
@@ -286,3 +336,46 @@ macro_rules! classification_steps {
 pub(crate) use classification_steps;
 
 classification_steps!(SetMlp);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[allow(deprecated)]
+    fn dev() -> Device {
+        Device::ndarray()
+    }
+
+    #[test]
+    fn try_init_rejects_dropout_outside_zero_one() {
+        let mlp = |p: f64| {
+            SetMlpConfig::new(20, vec![10], 3)
+                .with_epsilon(1.0)
+                .with_dropout(p)
+                .try_init(&dev())
+        };
+        for p in [1.0, 1.5, -0.5, f64::NAN, f64::INFINITY] {
+            let e = mlp(p).unwrap_err();
+            assert!(matches!(e, ModelConfigError::InvalidDropout(_)), "{e}");
+            assert!(
+                e.to_string()
+                    .contains("dropout must be finite and in [0, 1)"),
+                "{e}"
+            );
+        }
+        assert!(mlp(0.0).is_ok() && mlp(0.999).is_ok());
+        // checked without hidden layers too: the CNN's backbone uses the head's rate
+        let e = crate::cnn::SetCnnConfig::new()
+            .with_head_widths(vec![])
+            .with_dropout(1.0)
+            .try_init(&dev())
+            .unwrap_err();
+        assert_eq!(e, ModelConfigError::InvalidDropout(1.0));
+        // topology errors still come through
+        let e = SetMlpConfig::new(10, vec![10], 3)
+            .with_epsilon(20.0)
+            .try_init(&dev())
+            .unwrap_err();
+        assert!(matches!(e, ModelConfigError::Topology(_)), "{e}");
+    }
+}

@@ -8,8 +8,8 @@ use crate::backend::BackendKind;
 use crate::callback::EvolutionRecord;
 use crate::data::{AugmentingBatcher, CIFAR10_FEATURES, ClassificationBatcher, ClassificationData};
 use crate::experiment::{
-    Trained, best_accuracy, check_run, experiment_callback, final_accuracy, paper_sgd, test_loader,
-    train_loader, train_with_set,
+    Trained, best_accuracy, check_run, check_sgd, experiment_callback, final_accuracy, paper_sgd,
+    test_loader, train_loader, train_with_set,
 };
 use crate::layers::topology_summary;
 use crate::set_linear::Sparsity;
@@ -132,6 +132,7 @@ pub fn run_cnn(
     test: ClassificationData,
 ) -> Result<CnnReport, String> {
     check_run(run.epochs, run.batch_size, &train, &test)?;
+    check_sgd(run.lr, run.momentum, run.weight_decay)?;
     for (name, d) in [("train", &train), ("test", &test)] {
         if d.n_features != CIFAR10_FEATURES {
             return Err(format!(

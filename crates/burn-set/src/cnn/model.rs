@@ -2,10 +2,9 @@
 
 use crate::data::ClassificationBatch;
 use crate::head::{SetHead, SetHeadConfig};
-use crate::mlp::{classification_output, classification_steps};
+use crate::mlp::{ModelConfigError, classification_output, classification_steps};
 use crate::set_linear::Sparsity;
 use crate::srelu::ActivationKind;
-use crate::topology::TopologyError;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -68,14 +67,15 @@ impl SetCnnConfig {
     /// Initialize a new [`SetCnn`].
     ///
     /// # Panics
-    /// If the head is misconfigured (see [`try_init`](Self::try_init)).
+    /// If the head or the dropout is misconfigured (see [`try_init`](Self::try_init)).
     pub fn init(&self, device: &Device) -> SetCnn {
         self.try_init(device)
             .unwrap_or_else(|e| panic!("invalid SetCnnConfig: {e}"))
     }
 
-    /// Initialize a new [`SetCnn`], or say why the head is misconfigured.
-    pub fn try_init(&self, device: &Device) -> Result<SetCnn, TopologyError> {
+    /// Initialize a new [`SetCnn`], or say why the head or the dropout (of the backbone and the
+    /// head) is misconfigured.
+    pub fn try_init(&self, device: &Device) -> Result<SetCnn, ModelConfigError> {
         let convs = CHANNELS
             .iter()
             .map(|&ch| {

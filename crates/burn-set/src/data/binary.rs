@@ -387,8 +387,26 @@ pub fn binary_file_candidates(kind: BinaryDatasetKind, split: BinarySplit) -> [S
     ]
 }
 
+/// Checks that `data` read from `source` has the kind's number of variables
+/// ([`BinaryDatasetKind::n_features`]): a file whose rows are all one variable short (or long)
+/// is consistent in itself but is not that data set.
+fn check_width(kind: BinaryDatasetKind, data: &BinaryData, source: &str) -> Result<(), DataError> {
+    if data.n_features == kind.n_features() {
+        return Ok(());
+    }
+    Err(DataError::Mismatch {
+        message: format!(
+            "{source}: the rows have {} variables but {} has {}",
+            data.n_features,
+            kind.name(),
+            kind.n_features()
+        ),
+    })
+}
+
 /// Loads one split of a `.data` data set from `dir`, or `Ok(None)` when neither candidate
-/// file exists (a missing directory is an error).
+/// file exists (a missing directory is an error). The rows must have the kind's number of
+/// variables ([`BinaryDatasetKind::n_features`]).
 pub fn load_binary_split(
     kind: BinaryDatasetKind,
     dir: &Path,
@@ -406,7 +424,9 @@ pub fn load_binary_split(
     for name in binary_file_candidates(kind, split) {
         let p = dir.join(&name);
         if p.is_file() {
-            return load_binary_file(&p).map(Some);
+            let d = load_binary_file(&p)?;
+            check_width(kind, &d, &p.display().to_string())?;
+            return Ok(Some(d));
         }
     }
     Ok(None)
@@ -690,5 +710,33 @@ mod tests {
         assert_eq!(d.len(), 2);
         assert_eq!(d.values, vec![0., 1., 1., 1., 0., 0.]);
         assert_eq!(d.marginals(), vec![0.5, 0.5, 0.5]);
+    }
+
+    #[test]
+    fn a_split_of_the_wrong_width_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, width: usize| {
+            let row = vec!["1"; width].join(",");
+            std::fs::write(dir.path().join(name), format!("{row}\n{row}\n")).unwrap();
+        };
+        // consistently 179 wide: consistent in itself, but not dna
+        write("dna.train.data", 179);
+        write("dna.test.data", 179);
+        let e = load_binary_density(BinaryDatasetKind::Dna, Some(dir.path()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("dna.train.data"), "{e}");
+        assert!(
+            e.contains("the rows have 179 variables but dna has 180"),
+            "{e}"
+        );
+        write("dna.train.data", 180);
+        let e = load_binary_density(BinaryDatasetKind::Dna, Some(dir.path()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("dna.test.data"), "{e}");
+        write("dna.test.data", 180);
+        let s = load_binary_density(BinaryDatasetKind::Dna, Some(dir.path())).unwrap();
+        assert_eq!(s.train.n_features, 180);
     }
 }

@@ -192,13 +192,29 @@ fn binary_dir(dir: &Path, split: Split) -> Option<PathBuf> {
         .find(|d| d.join(first).is_file())
 }
 
+/// The folder of `dir`'s binary batches when it evidently uses the binary layout for `split`:
+/// it holds a batch of `split`, or, without a `split/` image folder, one of the other split (then
+/// [`load_cifar10_binary`] names the missing batch file, e.g. `test_batch.bin`, instead of the
+/// image layout's missing class folders).
+fn binary_layout(dir: &Path, split: Split) -> Option<PathBuf> {
+    let other = match split {
+        Split::Train => Split::Test,
+        Split::Test => Split::Train,
+    };
+    binary_dir(dir, split).or_else(|| {
+        (!dir.join(split.name()).is_dir())
+            .then(|| binary_dir(dir, other))
+            .flatten()
+    })
+}
+
 /// Loads a split from the binary batch files in `dir` (or `dir/cifar-10-batches-bin`).
 pub fn load_cifar10_binary(
     dir: &Path,
     split: Split,
     limit: Option<usize>,
 ) -> Result<ClassificationData, DataError> {
-    let base = binary_dir(dir, split).unwrap_or_else(|| dir.to_path_buf());
+    let base = binary_layout(dir, split).unwrap_or_else(|| dir.to_path_buf());
     let mut all = CifarImages::default();
     for file in cifar10_binary_files(split) {
         if limit.is_some_and(|n| all.len() >= n) {
@@ -481,7 +497,9 @@ pub fn embedded_cifar10(split: Split) -> Result<ClassificationData, DataError> {
 /// Loads a CIFAR10 split from `source`:
 /// * `None`: the embedded sample ([`embedded_cifar10`]);
 /// * a file: a `.tar.gz` / `.tar` archive of the image-folder layout;
-/// * a folder with binary batches (in it or in `cifar-10-batches-bin/`): the binary format;
+/// * a folder with binary batches (in it or in `cifar-10-batches-bin/`): the binary format
+///   (also for a split whose batches are missing, unless it has a `<split>/` image folder: the
+///   error then names the missing batch file);
 /// * another folder: the image-folder layout.
 ///
 /// `limit` keeps the first `limit` samples (see the module docs for the order).
@@ -500,7 +518,7 @@ pub fn load_cifar10(
         }
         Some(p) if p.is_file() => load_cifar10_tar(p, split, limit),
         Some(p) if p.is_dir() => {
-            if binary_dir(p, split).is_some() {
+            if binary_layout(p, split).is_some() {
                 load_cifar10_binary(p, split, limit)
             } else {
                 load_cifar10_image_dir(p, split, limit)
@@ -676,9 +694,26 @@ mod tests {
         assert_eq!(d.labels, vec![1, 0, 2, 0, 3, 0, 4, 0, 5, 0]);
         let d = load_cifar10(Some(dir.path()), Split::Train, Some(3)).unwrap();
         assert_eq!(d.labels, vec![1, 0, 2]);
-        // the test batch is missing: falls back to the image layout, whose folder is missing
+        // the test batch is missing: the folder uses the binary layout, so the missing batch
+        // file is named (not the image layout's class folders)
         let e = load_cifar10(Some(dir.path()), Split::Test, None).unwrap_err();
-        assert!(e.to_string().contains("airplane"), "{e}");
+        assert!(matches!(e, DataError::Missing { .. }), "{e}");
+        let s = e.to_string();
+        assert!(
+            s.contains("test_batch.bin") && !s.contains("airplane"),
+            "{s}"
+        );
+        // the same with only the test batch present: the train batches are named
+        let only_test = tempfile::tempdir().unwrap();
+        std::fs::write(only_test.path().join("test_batch.bin"), record(1, 1)).unwrap();
+        let e = load_cifar10(Some(only_test.path()), Split::Train, None).unwrap_err();
+        assert!(e.to_string().contains("data_batch_1.bin"), "{e}");
+        // an image folder for the missing split is still used
+        for class in CIFAR10_CLASSES {
+            std::fs::create_dir_all(dir.path().join("test").join(class)).unwrap();
+        }
+        let e = load_cifar10(Some(dir.path()), Split::Test, None).unwrap_err();
+        assert!(matches!(e, DataError::Empty { .. }), "{e}");
         // a missing later batch is named
         std::fs::remove_file(sub.join("data_batch_4.bin")).unwrap();
         let e = load_cifar10_binary(dir.path(), Split::Train, None).unwrap_err();

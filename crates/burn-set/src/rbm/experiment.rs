@@ -215,6 +215,17 @@ fn evaluate(
     }
 }
 
+/// Checks the extra evaluation epochs: each must be one the run trains, `1..=epochs` (the last
+/// one is evaluated anyway), or it would silently never be evaluated.
+pub fn check_eval_epochs(eval_epochs: &[usize], epochs: usize) -> Result<(), String> {
+    match eval_epochs.iter().find(|&&e| e == 0 || e > epochs) {
+        Some(e) => Err(format!(
+            "eval epochs must be in 1..={epochs} (the epochs trained), got {e}"
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Trains the RBM `run` describes on `data.train` and evaluates it on `data.test` by AIS.
 pub fn run_rbm(run: &RbmRun, data: &BinaryDensitySet) -> Result<RbmReport, String> {
     if run.ais_runs == 0 || run.ais_betas == 0 {
@@ -228,6 +239,7 @@ pub fn run_rbm(run: &RbmRun, data: &BinaryDensitySet) -> Result<RbmReport, Strin
         .with_weight_decay(run.weight_decay)
         .with_seed(run.seed);
     train_cfg.validate()?;
+    check_eval_epochs(&run.eval_epochs, run.epochs)?;
     // Burn's optimizer needs autodiff parameters; CD and AIS run on the inner twin.
     let device = run.backend.device()?.autodiff();
     let nv = data.train.n_features;
@@ -340,4 +352,22 @@ pub fn run_rbm(run: &RbmRun, data: &BinaryDensitySet) -> Result<RbmReport, Strin
         backend: run.backend,
         seed: run.seed,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eval_epochs_outside_the_trained_ones_are_rejected() {
+        assert!(check_eval_epochs(&[], 1).is_ok());
+        assert!(check_eval_epochs(&[1, 5, 10], 10).is_ok());
+        let e = check_eval_epochs(&[0, 5], 1).unwrap_err();
+        assert_eq!(
+            e,
+            "eval epochs must be in 1..=1 (the epochs trained), got 0"
+        );
+        let e = check_eval_epochs(&[1, 5], 1).unwrap_err();
+        assert!(e.ends_with("got 5"), "{e}");
+    }
 }

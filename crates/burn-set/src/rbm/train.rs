@@ -14,9 +14,7 @@ use crate::strategy::SetTrainingExt;
 use burn::config::Config;
 use burn::data::dataloader::DataLoaderBuilder;
 use burn::module::Module;
-use burn::optim::decay::WeightDecayConfig;
-use burn::optim::momentum::MomentumConfig;
-use burn::optim::{ModuleOptimizer, SgdConfig};
+use burn::optim::ModuleOptimizer;
 use burn::tensor::{Tensor, TensorData};
 use burn::train::metric::LossMetric;
 use burn::train::{Learner, SupervisedTraining};
@@ -55,34 +53,13 @@ impl RbmTrainConfig {
         if self.batch_size == 0 {
             return Err("batch size must be at least 1".into());
         }
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            return Err(format!("learning rate must be > 0, got {}", self.lr));
-        }
-        if !(0.0..1.0).contains(&self.momentum) {
-            return Err(format!("momentum must be in [0, 1), got {}", self.momentum));
-        }
-        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
-            return Err(format!(
-                "weight decay must be ≥ 0, got {}",
-                self.weight_decay
-            ));
-        }
-        Ok(())
+        crate::experiment::check_sgd(self.lr, self.momentum, self.weight_decay)
     }
 
     /// Burn's SGD with this momentum (dampening 0) and weight decay: with the negated CD
     /// update as gradient it performs `Δθ ← μ Δθ + lr (CD − λθ)`, `θ ← θ + Δθ`.
     pub fn optimizer(&self) -> ModuleOptimizer {
-        SgdConfig::new()
-            .with_momentum((self.momentum > 0.0).then(|| {
-                MomentumConfig::new()
-                    .with_momentum(self.momentum)
-                    .with_dampening(0.0)
-            }))
-            .with_weight_decay(
-                (self.weight_decay > 0.0).then(|| WeightDecayConfig::new(self.weight_decay as f32)),
-            )
-            .init()
+        crate::experiment::paper_sgd(self.momentum, self.weight_decay)
     }
 }
 

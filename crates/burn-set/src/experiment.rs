@@ -250,6 +250,27 @@ pub fn check_sgd(lr: f64, momentum: f64, weight_decay: f64) -> Result<(), String
     Ok(())
 }
 
+/// Takes the lock of an artifacts folder (`.burn-set.lock` inside it), or says that another run
+/// holds it.
+pub fn lock_artifacts(artifacts: &Path) -> Result<std::fs::File, String> {
+    let path = artifacts.join(".burn-set.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(format!(
+            "artifacts folder {} is in use by another run (its figures are read back from the \
+             logs there): wait for it or pass another --artifacts folder",
+            artifacts.display()
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(format!("cannot lock {}: {e}", path.display())),
+    }
+}
+
 /// The experiments' SET callback: the paper's rule with a constant ζ, seeded.
 pub fn experiment_callback(zeta: f64, seed: u64) -> Result<SetCallback, String> {
     SetCallback::try_new(EvolutionConfig::new().with_zeta(zeta).with_seed(seed))
@@ -344,15 +365,19 @@ where
         + TrainStep<Input = ClassificationBatch, Output = ClassificationOutput>
         + InferenceStep<Input = ClassificationBatch, Output = ClassificationOutput>,
 {
-    for split in ["train", "valid"] {
-        let _ = std::fs::remove_dir_all(artifacts.join(split));
-    }
     std::fs::create_dir_all(artifacts).map_err(|e| {
         format!(
             "cannot create artifacts folder {}: {e}",
             artifacts.display()
         )
     })?;
+    // The run's accuracies are read back from Burn's logs in this folder: a second run writing
+    // there at the same time would mix its figures into this one's. Held until the function
+    // returns (the OS releases it if the process dies).
+    let _lock = lock_artifacts(artifacts)?;
+    for split in ["train", "valid"] {
+        let _ = std::fs::remove_dir_all(artifacts.join(split));
+    }
     let t0 = Instant::now();
     let result = SupervisedTraining::new(artifacts, dl_train, dl_test)
         .metrics((AccuracyMetric::new(), LossMetric::new()))
@@ -390,6 +415,16 @@ pub(crate) fn sparse_storage<M: burn::module::Module>(model: &M) -> Option<crate
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_artifacts_folder_in_use_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = lock_artifacts(dir.path()).unwrap();
+        let e = lock_artifacts(dir.path()).unwrap_err();
+        assert!(e.contains("in use by another run"), "{e}");
+        drop(held);
+        assert!(lock_artifacts(dir.path()).is_ok());
+    }
 
     #[test]
     fn check_sgd_rejects_out_of_range_hyperparameters() {

@@ -599,6 +599,19 @@ fn load_binarized_mnist(data_dir: Option<&Path>) -> Result<BinaryDensitySet, Dat
     };
     let train = load(Split::Train)?;
     let test = load(Split::Test)?;
+    // the IDX files may hold images of any size: both splits must be MNIST's 28 × 28
+    let expected = BinaryDatasetKind::Mnist.n_features();
+    for (split, d) in [("train", &train), ("test", &test)] {
+        if d.n_features != expected {
+            return Err(DataError::Mismatch {
+                message: format!(
+                    "binarized MNIST: the {split} images have {} pixels, MNIST has {expected} \
+                     (28 × 28)",
+                    d.n_features
+                ),
+            });
+        }
+    }
     let origin = data_dir.map_or_else(
         || "<embedded> (MNIST sample: 2,000 train / 500 test)".to_string(),
         |d| d.display().to_string(),
@@ -710,6 +723,34 @@ mod tests {
         assert_eq!(d.len(), 2);
         assert_eq!(d.values, vec![0., 1., 1., 1., 0., 0.]);
         assert_eq!(d.marginals(), vec![0.5, 0.5, 0.5]);
+    }
+
+    /// IDX files of another image size are refused before an RBM is built on them.
+    #[test]
+    fn binarized_mnist_needs_28_by_28_images() {
+        fn idx(magic: u32, dims: &[u32], body: &[u8]) -> Vec<u8> {
+            let mut v = magic.to_be_bytes().to_vec();
+            for d in dims {
+                v.extend(d.to_be_bytes());
+            }
+            v.extend(body);
+            v
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, bytes: Vec<u8>| std::fs::write(dir.path().join(name), bytes);
+        write(
+            "train-images-idx3-ubyte",
+            idx(0x803, &[2, 28, 28], &[0; 2 * 784]),
+        )
+        .unwrap();
+        write("train-labels-idx1-ubyte", idx(0x801, &[2], &[1, 2])).unwrap();
+        write("t10k-images-idx3-ubyte", idx(0x803, &[2, 2, 2], &[0; 8])).unwrap();
+        write("t10k-labels-idx1-ubyte", idx(0x801, &[2], &[3, 4])).unwrap();
+        let e = load_binary_density(BinaryDatasetKind::Mnist, Some(dir.path())).unwrap_err();
+        assert!(
+            e.to_string().contains("the test images have 4 pixels"),
+            "{e}"
+        );
     }
 
     #[test]

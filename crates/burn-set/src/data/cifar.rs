@@ -436,16 +436,24 @@ fn read_tar<R: Read>(
                 _ => None,
             })
             .collect();
-        let [s, class, file] = parts.as_slice() else {
-            continue;
+        // `<split>/<class>/<file>`, at the root or under one folder (`cifar10/train/…`);
+        // macOS resource forks (`__MACOSX/`, `._*`) are not images
+        let [s, class, file] = match parts.as_slice() {
+            [_, rest @ ..] | rest if rest.len() == 3 => [&rest[0], &rest[1], &rest[2]],
+            _ => continue,
         };
-        if s != split.name() || !is_image_name(file) {
+        if s != split.name()
+            || !is_image_name(file)
+            || file.starts_with("._")
+            || parts.iter().any(|p| p == "__MACOSX")
+        {
             continue;
         }
         let Some(&label) = class_index.get(class.as_str()) else {
             continue;
         };
-        let mut bytes = Vec::with_capacity(entry.size() as usize);
+        // the header's size is only a hint (a damaged header must not abort the allocation)
+        let mut bytes = Vec::with_capacity((entry.size() as usize).min(1 << 20));
         entry.read_to_end(&mut bytes).map_err(io_err)?;
         files[label].push((name.join(&path), bytes));
     }
@@ -718,6 +726,37 @@ mod tests {
         std::fs::remove_file(sub.join("data_batch_4.bin")).unwrap();
         let e = load_cifar10_binary(dir.path(), Split::Train, None).unwrap_err();
         assert!(e.to_string().contains("data_batch_4.bin"), "{e}");
+    }
+
+    /// Archives often hold the splits under one top folder, and macOS adds resource forks.
+    #[test]
+    fn tar_under_a_top_folder_loads_and_skips_resource_forks() {
+        let mut png = Vec::new();
+        image::RgbImage::from_pixel(32, 32, image::Rgb([10, 20, 30]))
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut add = |path: &str, bytes: &[u8]| {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(bytes.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            builder.append_data(&mut h, path, bytes).unwrap();
+        };
+        for class in CIFAR10_CLASSES {
+            add(&format!("cifar10/train/{class}/0001.png"), &png);
+            add(
+                &format!("cifar10/train/{class}/._0001.png"),
+                b"resource fork",
+            );
+            add(&format!("__MACOSX/train/{class}/0002.png"), b"junk");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cifar.tar");
+        std::fs::write(&path, builder.into_inner().unwrap()).unwrap();
+        let d = load_cifar10_tar(&path, Split::Train, None).unwrap();
+        assert_eq!(d.len(), 10);
+        assert_eq!(d.class_counts(), vec![1; 10]);
     }
 
     #[test]

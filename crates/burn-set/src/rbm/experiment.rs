@@ -226,6 +226,19 @@ pub fn check_eval_epochs(eval_epochs: &[usize], epochs: usize) -> Result<(), Str
     }
 }
 
+/// Intermediate AIS evaluations run inside the plain training loop only: asked for together
+/// with the Learner they would silently not happen (and "best" would be the final value).
+fn check_learner_evaluations(run: &RbmRun) -> Result<(), String> {
+    if run.learner_artifacts.is_some() && (run.eval_every > 0 || !run.eval_epochs.is_empty()) {
+        return Err(
+            "--eval-every / --eval-epochs need the plain training loop: with --learner only \
+             the final model is evaluated"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
 /// Trains the RBM `run` describes on `data.train` and evaluates it on `data.test` by AIS.
 pub fn run_rbm(run: &RbmRun, data: &BinaryDensitySet) -> Result<RbmReport, String> {
     if run.ais_runs == 0 || run.ais_betas == 0 {
@@ -240,6 +253,7 @@ pub fn run_rbm(run: &RbmRun, data: &BinaryDensitySet) -> Result<RbmReport, Strin
         .with_seed(run.seed);
     train_cfg.validate()?;
     check_eval_epochs(&run.eval_epochs, run.epochs)?;
+    check_learner_evaluations(run)?;
     // Burn's optimizer needs autodiff parameters; CD and AIS run on the inner twin.
     let device = run.backend.device()?.autodiff();
     let nv = data.train.n_features;
@@ -357,6 +371,20 @@ pub fn run_rbm(run: &RbmRun, data: &BinaryDensitySet) -> Result<RbmReport, Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn intermediate_evaluations_with_the_learner_are_refused() {
+        let mut run = RbmRun::paper(Sparsity::Set);
+        assert!(check_learner_evaluations(&run).is_ok());
+        run.learner_artifacts = Some(PathBuf::from("artifacts/rbm"));
+        assert!(check_learner_evaluations(&run).is_ok());
+        run.eval_every = 5;
+        assert!(check_learner_evaluations(&run).is_err());
+        run.eval_every = 0;
+        run.eval_epochs = vec![3];
+        let e = check_learner_evaluations(&run).unwrap_err();
+        assert!(e.contains("--learner"), "{e}");
+    }
 
     #[test]
     fn eval_epochs_outside_the_trained_ones_are_rejected() {

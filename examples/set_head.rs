@@ -79,7 +79,7 @@ impl InferenceStep for MyCnn {
     }
 }
 
-#[allow(deprecated)] // ndarray is the fastest CPU backend in Burn 0.22
+#[allow(deprecated)] // ndarray is always built (`Device::flex()`, the default feature, is faster)
 fn main() {
     let device = Device::ndarray().autodiff();
     let train = embedded_cifar10(Split::Train).expect("embedded CIFAR10 sample");

@@ -67,7 +67,7 @@ impl InferenceStep for MyNet {
     }
 }
 
-#[allow(deprecated)] // ndarray is the fastest CPU backend in Burn 0.22
+#[allow(deprecated)] // ndarray is always built (`Device::flex()`, the default feature, is faster)
 fn main() {
     let device = Device::ndarray().autodiff();
     let train = embedded_mnist(Split::Train).expect("embedded MNIST sample");

@@ -31,7 +31,7 @@ pub struct SetCnnConfig {
     #[config(default = 20.0)]
     pub epsilon: f64,
     /// Hidden widths of the head. The paper does not state them; 2048, 2048 reproduce its
-    /// counts exactly (8,413,194 dense head weights; ≈185k sparse at ε = 20).
+    /// counts exactly (8,413,194 dense head weights; 188,426 sparse at ε = 20).
     #[config(default = "vec![2048, 2048]")]
     pub head_widths: Vec<usize>,
     /// Dropout after conv layers 1, 3, 5 and after each hidden head layer.

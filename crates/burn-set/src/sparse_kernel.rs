@@ -374,7 +374,8 @@ fn backward_rows_avx2(
     backward_rows::<true>(gx, dw, first, n, at)
 }
 
-fn has_fma() -> bool {
+/// Whether the CPU has AVX2 and FMA (the `*_avx2` entry points need both).
+pub(crate) fn has_fma() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")

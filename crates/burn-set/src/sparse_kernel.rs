@@ -9,9 +9,10 @@
 //! (a [`ConnectionPlan`], built once per structure), so threads own disjoint output rows and
 //! each output row stays in registers while its connections stream past:
 //! - forward: grouped by output neuron, `yᵀ[o] = Σ w · xᵀ[i]`;
-//! - backward, one pass grouped by input neuron: `(∂x)ᵀ[i] = Σ w · gᵀ[o]`, then the dot
-//!   products `∂w = xᵀ[i] · gᵀ[o]` of the same connections while `xᵀ[i]` and the `gᵀ[o]` rows
-//!   just read are still in L1 (a separate pass read every `gᵀ[o]` row from memory twice).
+//! - backward, one pass grouped by input neuron: `(∂x)ᵀ[i] = Σ w · gᵀ[o]` and the dot
+//!   products `∂w = xᵀ[i] · gᵀ[o]` of the same connections; with AVX2 and a batch that is a
+//!   multiple of 64 both come from one sweep per 64-column block (each `gᵀ[o]` value loaded
+//!   once), otherwise the dot products follow the `∂x` sweep while the rows are in L1.
 //!
 //! Cost ∝ batch × nnz; memory ∝ batch × (n_in + n_out) + nnz. Nothing of size `n_in × n_out`
 //! exists.

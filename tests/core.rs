@@ -1,7 +1,7 @@
 //! Integration tests of the core: SetLinear, evolution inside models, SetCallback inside Burn's
 //! own `SupervisedTraining`.
 
-use burn::data::dataloader::DataLoaderBuilder;
+use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
 use burn::module::Module;
 use burn::nn::Initializer;
 use burn::optim::decay::WeightDecayConfig;
@@ -11,7 +11,9 @@ use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use burn::train::metric::{AccuracyMetric, LossMetric};
 use burn::train::{Learner, SupervisedTraining};
 use burn_set::callback::SetCallback;
-use burn_set::data::{ClassificationBatcher, ClassificationDataset, Split, embedded_mnist};
+use burn_set::data::{
+    ClassificationBatch, ClassificationBatcher, ClassificationDataset, Split, embedded_mnist,
+};
 use burn_set::evolution::EvolutionConfig;
 use burn_set::layers::Storage;
 use burn_set::layers::{snapshot_layers, topology_summary};
@@ -19,6 +21,7 @@ use burn_set::mlp::{SetLayer, SetMlp, SetMlpConfig};
 use burn_set::set_linear::{SetLinear, SetLinearConfig, Sparsity};
 use burn_set::strategy::{SetTrainingExt, apply_evolution};
 use burn_set::topology::er_connection_count;
+use std::sync::Arc;
 
 #[allow(deprecated)]
 fn dev() -> Device {
@@ -350,6 +353,29 @@ fn regrown_weight_first_update_is_a_plain_gradient_step() {
     assert!(moved > 0, "no regrown weight received gradient");
 }
 
+/// Loaders over the embedded MNIST sample: the first `n_train` training images (shuffled with
+/// `shuffle`, if any) and the first `n_test` test images, batches of 64.
+fn mnist_loaders(
+    n_train: usize,
+    n_test: usize,
+    shuffle: Option<u64>,
+) -> (
+    Arc<dyn DataLoader<ClassificationBatch>>,
+    Arc<dyn DataLoader<ClassificationBatch>>,
+) {
+    let train = embedded_mnist(Split::Train).unwrap().limit(n_train);
+    let test = embedded_mnist(Split::Test).unwrap().limit(n_test);
+    let mut builder = DataLoaderBuilder::new(ClassificationBatcher::new()).batch_size(64);
+    if let Some(seed) = shuffle {
+        builder = builder.shuffle(seed);
+    }
+    let dl_train = builder.build(ClassificationDataset::new(train));
+    let dl_test = DataLoaderBuilder::new(ClassificationBatcher::new())
+        .batch_size(64)
+        .build(ClassificationDataset::new(test));
+    (dl_train, dl_test)
+}
+
 #[test]
 fn set_callback_evolves_inside_a_real_supervised_training() {
     evolves_inside_a_real_supervised_training(Storage::Masked);
@@ -366,15 +392,7 @@ fn evolves_inside_a_real_supervised_training(storage: Storage) {
     let model = tiny_mlp_with(&device, Sparsity::Set, storage);
     let initial = snapshot_layers(&model, false);
     let n0 = topology_summary(&model).connections;
-    let train = embedded_mnist(Split::Train).unwrap().limit(256);
-    let test = embedded_mnist(Split::Test).unwrap().limit(128);
-    let dl_train = DataLoaderBuilder::new(ClassificationBatcher::new())
-        .batch_size(64)
-        .shuffle(1)
-        .build(ClassificationDataset::new(train));
-    let dl_test = DataLoaderBuilder::new(ClassificationBatcher::new())
-        .batch_size(64)
-        .build(ClassificationDataset::new(test));
+    let (dl_train, dl_test) = mnist_loaders(256, 128, Some(1));
     let cb = SetCallback::new(EvolutionConfig::new().with_seed(5));
     let dir = tempfile::tempdir().unwrap();
     let optim = SgdConfig::new()
@@ -439,14 +457,7 @@ fn early_stopping_prunes_and_returns_the_validated_model() {
         let device = dev().autodiff();
         let model = tiny_mlp_with(&device, Sparsity::Set, storage);
         let n0 = topology_summary(&model).connections;
-        let train = embedded_mnist(Split::Train).unwrap().limit(128);
-        let test = embedded_mnist(Split::Test).unwrap().limit(64);
-        let dl_train = DataLoaderBuilder::new(ClassificationBatcher::new())
-            .batch_size(64)
-            .build(ClassificationDataset::new(train));
-        let dl_test = DataLoaderBuilder::new(ClassificationBatcher::new())
-            .batch_size(64)
-            .build(ClassificationDataset::new(test));
+        let (dl_train, dl_test) = mnist_loaders(128, 64, None);
         let cb = SetCallback::new(EvolutionConfig::new().with_seed(3));
         let dir = tempfile::tempdir().unwrap();
         let result = SupervisedTraining::new(dir.path(), dl_train, dl_test)
@@ -474,14 +485,7 @@ fn step_period_evolves_inside_the_epoch() {
     use burn_set::evolution::EvolutionPeriod;
     let device = dev().autodiff();
     let model = tiny_mlp(&device, Sparsity::Set);
-    let train = embedded_mnist(Split::Train).unwrap().limit(256);
-    let test = embedded_mnist(Split::Test).unwrap().limit(64);
-    let dl_train = DataLoaderBuilder::new(ClassificationBatcher::new())
-        .batch_size(64)
-        .build(ClassificationDataset::new(train));
-    let dl_test = DataLoaderBuilder::new(ClassificationBatcher::new())
-        .batch_size(64)
-        .build(ClassificationDataset::new(test));
+    let (dl_train, dl_test) = mnist_loaders(256, 64, None);
     let cb = SetCallback::new(
         EvolutionConfig::new()
             .with_period(EvolutionPeriod::Steps { n: 3 })

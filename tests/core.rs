@@ -262,6 +262,11 @@ fn zeta_schedule_follows_the_epoch_and_the_step() {
     );
     cb3.evolve(tiny_mlp(&device, Sparsity::Set), 1, 9, 4);
     assert!((cb3.history()[0].zeta - expected).abs() < 1e-12);
+    // the schedule's length: evolutions at steps 3, 6, 9, 12 of 5 epochs × 3 steps (none at
+    // the last step, where the final prune runs); one per epoch but the last
+    assert_eq!(cb3.total_evolutions(3, 5), 4);
+    assert_eq!(cb.total_evolutions(3, 5), 4);
+    assert_eq!(cb3.total_evolutions(4, 2), 2);
 }
 
 #[test]

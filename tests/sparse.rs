@@ -416,3 +416,38 @@ fn a_pruned_sparse_model_loads_into_a_fresh_one() {
         Err(LoadError::Read { .. })
     ));
 }
+
+/// A file whose connection indices are out of order loads as an error, not as a layer that
+/// panics or silently duplicates connections later.
+#[test]
+fn a_file_with_unusable_indices_is_refused_on_load() {
+    use burn_set::load::{LoadError, load_file};
+    use burn_set::sparse_linear::SparseStructure;
+    #[derive(Module, Debug)]
+    struct Net {
+        l: SparseSetLinear,
+    }
+    let device = dev();
+    let config = SetLinearConfig::new(40, 25)
+        .with_epsilon(3.0)
+        .with_seed(Some(1));
+    let mut bad = config.init_sparse(&device).unwrap();
+    if let SparseStructure::Evolving(index) = &mut bad.structure {
+        let rows = index.rows.val().flip([0]);
+        let cols = index.cols.val().flip([0]);
+        index.rows = Param::initialized(index.rows.id, rows);
+        index.cols = Param::initialized(index.cols.id, cols);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.bpk");
+    Net { l: bad }.save_file(&path).unwrap();
+    let fresh = Net {
+        l: config.init_sparse(&device).unwrap(),
+    };
+    match load_file(fresh, &path) {
+        Err(e @ LoadError::Record(_)) => {
+            assert!(e.to_string().contains("must be sorted"), "{e}")
+        }
+        other => panic!("expected an error, got {:?}", other.map(|_| ())),
+    }
+}

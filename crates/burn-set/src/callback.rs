@@ -107,6 +107,15 @@ impl SetCallback {
         matches!(self.config.period, EvolutionPeriod::Steps { n } if step.is_multiple_of(n))
     }
 
+    /// How many (regrowing) evolutions a training of `epochs` epochs of `steps_per_epoch`
+    /// optimizer steps runs: the `total_evolutions` that [`evolve`](Self::evolve) takes.
+    pub fn total_evolutions(&self, steps_per_epoch: usize, epochs: usize) -> usize {
+        match self.config.period {
+            EvolutionPeriod::Epoch => epochs.saturating_sub(1),
+            EvolutionPeriod::Steps { n } => (steps_per_epoch * epochs).saturating_sub(1) / n.max(1),
+        }
+    }
+
     /// Does the model evolve at epoch ends?
     pub fn evolves_at_epoch_end(&self) -> bool {
         self.config.period == EvolutionPeriod::Epoch

@@ -386,6 +386,9 @@ where
         .summary()
         .launch(Learner::new(model, optim, lr));
     let seconds = t0.elapsed().as_secs_f64();
+    if let Some(e) = &result.error {
+        return Err(format!("training failed: {e}"));
+    }
     let acc = LearnerSummary::new(artifacts, &["Accuracy"])
         .ok()
         .and_then(|s| s.metrics.valid.into_iter().find(|m| m.name == "Accuracy"))

@@ -97,9 +97,28 @@ pub fn load_file<M: Module>(model: M, path: impl AsRef<Path>) -> Result<M, LoadE
         return Err(e);
     }
     let record = ModuleRecord::load(path).map_err(|e| read_err(&e))?;
-    model
+    let model = model
         .try_load_record(record)
-        .map_err(|e| LoadError::Record(e.to_string()))
+        .map_err(|e| LoadError::Record(e.to_string()))?;
+    // the loaded structures must be usable: one value per connection, positions sorted,
+    // distinct and inside the layer
+    for l in crate::layers::snapshot_layers(&model, true) {
+        if l.storage != crate::layers::Storage::Sparse {
+            continue;
+        }
+        if l.values.len() != l.topology.nnz() {
+            return Err(LoadError::Record(format!(
+                "sparse layer `{}`: {} values for {} connections",
+                l.path,
+                l.values.len(),
+                l.topology.nnz()
+            )));
+        }
+        l.topology
+            .validate()
+            .map_err(|e| LoadError::Record(format!("sparse layer `{}`: {e}", l.path)))?;
+    }
+    Ok(model)
 }
 
 type Saved = HashMap<String, (Shape, Option<burn_pack::Tensor>)>;

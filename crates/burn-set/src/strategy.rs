@@ -161,8 +161,7 @@ impl<M: LearnerModel + 'static> SupervisedLearningStrategy<M> for SetStrategy {
                         // a resumed training counts the steps of the epochs before it, so its
                         // evolutions fall on the same steps as in one uninterrupted run
                         global_step += starting_epoch.saturating_sub(1) * steps_per_epoch;
-                        total_evolutions =
-                            estimate_step_evolutions(cb, steps_per_epoch, num_epochs);
+                        total_evolutions = cb.total_evolutions(steps_per_epoch, num_epochs);
                         estimated = true;
                     }
                     let end_of_training = last_epoch && progress.is_completed();
@@ -192,7 +191,8 @@ impl<M: LearnerModel + 'static> SupervisedLearningStrategy<M> for SetStrategy {
             if last_epoch {
                 let prune = cb.final_prune(learner.model(), epoch, global_step, total_evolutions);
                 // Sparse layers shrink: the pruned model then replaces the learner's for the
-                // validation and as the result (the last checkpoint keeps the unpruned one).
+                // validation and as the result (for them the last checkpoint keeps the unpruned
+                // model; masked layers keep their shapes and the learner takes the pruned one).
                 final_model = apply_evolution(&mut learner, prune);
                 pruned = true;
             }
@@ -250,7 +250,9 @@ impl<M: LearnerModel + 'static> SupervisedLearningStrategy<M> for SetStrategy {
             if interrupted {
                 break;
             }
-            // the learner's state to resume from: after this epoch's evolution
+            // the learner's state to resume from: after this epoch's evolution (a training that
+            // stops here, early or at its last epoch, has none: its checkpoint is the model
+            // validated last)
             if let Some(c) = &mut checkpointer {
                 c.checkpoint(&learner, epoch, &tc.event_store);
             }
@@ -259,8 +261,8 @@ impl<M: LearnerModel + 'static> SupervisedLearningStrategy<M> for SetStrategy {
             }
         }
         // ---- a training that ended before its last epoch (interrupted, stopped early) gets
-        // the final prune there
-        if !pruned && starting_epoch <= num_epochs {
+        // the final prune there; one that failed on an error is returned as it stands
+        if !pruned && starting_epoch <= num_epochs && intr.error().is_none() {
             let (model, changed) = cb.final_prune(
                 learner.model(),
                 last_epoch_run,
@@ -272,16 +274,6 @@ impl<M: LearnerModel + 'static> SupervisedLearningStrategy<M> for SetStrategy {
             }
         }
         (final_model.unwrap_or_else(|| learner.model()), proc)
-    }
-}
-
-/// Evolutions a training of `num_epochs` epochs of `steps_per_epoch` optimizer steps will run.
-fn estimate_step_evolutions(cb: &SetCallback, steps_per_epoch: usize, num_epochs: usize) -> usize {
-    match cb.config().period {
-        crate::evolution::EvolutionPeriod::Epoch => num_epochs.saturating_sub(1),
-        crate::evolution::EvolutionPeriod::Steps { n } => {
-            (steps_per_epoch * num_epochs).saturating_sub(1) / n
-        }
     }
 }
 

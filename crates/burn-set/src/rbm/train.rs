@@ -115,7 +115,7 @@ pub fn train_rbm(
     let mut order: Vec<usize> = (0..n).collect();
     let mut batch = Vec::with_capacity(cfg.batch_size * d);
     let mut records = Vec::with_capacity(cfg.epochs);
-    let total_evolutions = cfg.epochs.saturating_sub(1);
+    let total_evolutions = callback.total_evolutions(n.div_ceil(cfg.batch_size), cfg.epochs);
     let mut global_step = 0usize;
     callback.observe(&model);
     for epoch in 1..=cfg.epochs {
@@ -200,6 +200,8 @@ pub fn train_rbm_with_learner(
     cfg.validate()?;
     std::fs::create_dir_all(artifacts)
         .map_err(|e| format!("cannot create {}: {e}", artifacts.display()))?;
+    // another run's logs in this folder must not be wiped (held for the whole training)
+    let _lock = crate::experiment::lock_artifacts(artifacts)?;
     for split in ["train", "valid"] {
         let _ = std::fs::remove_dir_all(artifacts.join(split));
     }

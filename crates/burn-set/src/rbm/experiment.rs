@@ -229,7 +229,9 @@ pub fn check_eval_epochs(eval_epochs: &[usize], epochs: usize) -> Result<(), Str
 /// Intermediate AIS evaluations run inside the plain training loop only: asked for together
 /// with the Learner they would silently not happen (and "best" would be the final value).
 fn check_learner_evaluations(run: &RbmRun) -> Result<(), String> {
-    if run.learner_artifacts.is_some() && (run.eval_every > 0 || !run.eval_epochs.is_empty()) {
+    // the last epoch is evaluated anyway
+    let extra_epochs = run.eval_epochs.iter().any(|&e| e != run.epochs);
+    if run.learner_artifacts.is_some() && (run.eval_every > 0 || extra_epochs) {
         return Err(
             "--eval-every / --eval-epochs need the plain training loop: with --learner only \
              the final model is evaluated"
@@ -381,6 +383,11 @@ mod tests {
         run.eval_every = 5;
         assert!(check_learner_evaluations(&run).is_err());
         run.eval_every = 0;
+        run.eval_epochs = vec![run.epochs];
+        assert!(
+            check_learner_evaluations(&run).is_ok(),
+            "the last epoch is evaluated anyway"
+        );
         run.eval_epochs = vec![3];
         let e = check_learner_evaluations(&run).unwrap_err();
         assert!(e.contains("--learner"), "{e}");

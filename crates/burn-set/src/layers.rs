@@ -19,10 +19,40 @@ const SPARSE_LINEAR: &str = "Struct:SparseSetLinear";
 const SET_MASK: &str = "Enum:SetMask";
 const SPARSE_STRUCTURE: &str = "Enum:SparseStructure";
 
+/// Where a module walk is: the `(name, container type)` of every level entered (Burn's derive
+/// passes the type of the struct or enum that owns the field being entered).
 #[derive(Default)]
-struct PathStack(Vec<(String, String)>);
+pub(crate) struct PathStack(Vec<(String, String)>);
 
 impl PathStack {
+    pub(crate) fn enter(&mut self, name: &str, container_type: &str) {
+        self.0.push((name.to_string(), container_type.to_string()));
+    }
+
+    pub(crate) fn exit(&mut self) {
+        self.0.pop();
+    }
+
+    /// The module path of the current level (`hidden.0.linear.Sparse.values`), as records
+    /// name their tensors.
+    pub(crate) fn path(&self) -> String {
+        self.0
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect::<Vec<_>>()
+            .join(".")
+    }
+
+    /// The field of a `SparseSetLinear` the walk is at (`values`, `rows`, `cols`, `dims`,
+    /// `bias`), if it is inside one.
+    pub(crate) fn sparse_field(&self) -> Option<&str> {
+        let i = self
+            .0
+            .iter()
+            .rposition(|(_, c)| c == SET_LINEAR || c == SPARSE_LINEAR)?;
+        (self.0[i].1 == SPARSE_LINEAR).then(|| self.0.last().unwrap().0.as_str())
+    }
+
     /// The layer key and the field name inside the layer, if the walk is inside a SetLinear
     /// or a SparseSetLinear (for the latter, the innermost field name: `rows`, `cols`, …).
     fn layer_field(&self) -> Option<(String, &str)> {
@@ -122,12 +152,10 @@ impl Collector {
 
 impl ModuleVisitor for Collector {
     fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.stack
-            .0
-            .push((name.to_string(), container_type.to_string()));
+        self.stack.enter(name, container_type);
     }
     fn exit_module(&mut self, _: &str, _: &str) {
-        self.stack.0.pop();
+        self.stack.exit();
     }
     fn visit_int<const D: usize>(&mut self, param: &Param<Tensor<D, Int>>) {
         let Some((key, field)) = self.stack.layer_field() else {

@@ -9,6 +9,7 @@
 //! has the shape of the one it is loaded into, then loads the file with Burn (which checks
 //! everything else as usual). Masked layers never change shape and load either way.
 
+use crate::layers::PathStack;
 use burn::module::{Module, ModuleMapper, Param};
 use burn::store::ModuleRecord;
 use burn::tensor::{Int, Shape, Tensor};
@@ -88,8 +89,7 @@ pub fn load_file<M: Module>(model: M, path: impl AsRef<Path>) -> Result<M, LoadE
     }
     let mut resize = Resize {
         saved: &saved,
-        path: Vec::new(),
-        owners: Vec::new(),
+        stack: PathStack::default(),
         error: None,
     };
     let model = model.map(&mut resize);
@@ -127,26 +127,14 @@ type Saved = HashMap<String, (Shape, Option<burn_pack::Tensor>)>;
 /// saved layer shapes with the model's.
 struct Resize<'a> {
     saved: &'a Saved,
-    path: Vec<String>,
-    /// The type of the struct owning each level of `path`.
-    owners: Vec<String>,
+    stack: PathStack,
     error: Option<LoadError>,
 }
 
 impl Resize<'_> {
-    /// Which per-connection tensor of a sparse layer the current path is, if any.
-    fn sparse_field(&self) -> Option<&str> {
-        let (name, owner) = (self.path.last()?, self.owners.last()?);
-        match (owner.as_str(), name.as_str()) {
-            ("Struct:SparseSetLinear", "values") => Some("values"),
-            ("Struct:SparseIndex", f @ ("rows" | "cols" | "dims")) => Some(f),
-            _ => None,
-        }
-    }
-
     /// The saved length of the current path's tensor when it is 1-D and differs from `len`.
     fn new_len(&self, len: usize) -> Option<usize> {
-        let (shape, _) = self.saved.get(&self.path.join("."))?;
+        let (shape, _) = self.saved.get(&self.stack.path())?;
         match shape.as_slice() {
             [n] if *n != len => Some(*n),
             _ => None,
@@ -155,7 +143,7 @@ impl Resize<'_> {
 
     /// Compares the saved `[d_input, d_output]` of the current sparse layer with the model's.
     fn check_dims(&mut self, model: &[i64]) {
-        let key = self.path.join(".");
+        let key = self.stack.path();
         let Some((_, Some(t))) = self.saved.get(&key) else {
             return;
         };
@@ -181,17 +169,15 @@ impl Resize<'_> {
 
 impl ModuleMapper for Resize<'_> {
     fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.path.push(name.to_string());
-        self.owners.push(container_type.to_string());
+        self.stack.enter(name, container_type);
     }
 
     fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
-        self.owners.pop();
+        self.stack.exit();
     }
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        if D != 1 || self.sparse_field() != Some("values") {
+        if D != 1 || self.stack.sparse_field() != Some("values") {
             return param;
         }
         match self.new_len(param.lazy_shape()[0]) {
@@ -204,7 +190,7 @@ impl ModuleMapper for Resize<'_> {
         if D != 1 {
             return param;
         }
-        match self.sparse_field() {
+        match self.stack.sparse_field() {
             Some("rows" | "cols") => match self.new_len(param.lazy_shape()[0]) {
                 Some(n) => param.map(|t| Tensor::zeros(Shape::new([n]), &t.device())),
                 None => param,

@@ -221,14 +221,23 @@ fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
         }
     }
     let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-    let h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-    let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-    let h = _mm_add_ss(h, _mm_movehdup_ps(h));
-    let mut s = _mm_cvtss_f32(h);
+    let mut s = hsum_avx2(v);
     for k in j..n {
         s += a[k] * b[k];
     }
     s
+}
+
+/// The sum of the eight lanes of `v`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn hsum_avx2(v: core::arch::x86_64::__m256) -> f32 {
+    use core::arch::x86_64::*;
+    let h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    let h = _mm_add_ss(h, _mm_movehdup_ps(h));
+    _mm_cvtss_f32(h)
 }
 
 /// `a · b`; `FMA` only inside the `*_avx2` entry points (AVX2 and FMA checked).
@@ -449,11 +458,7 @@ fn fused_backward_rows_avx2(
             row[j0..j0 + FUSED_BLOCK].write_copy_of_slice(&vals);
         }
         for (k, slot) in slots.enumerate() {
-            let v = partial[k];
-            let h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-            let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-            let h = _mm_add_ss(h, _mm_movehdup_ps(h));
-            dw[slot - slot0].write(_mm_cvtss_f32(h));
+            dw[slot - slot0].write(hsum_avx2(partial[k]));
         }
     }
 }

@@ -32,6 +32,10 @@ pub struct MaskedLinearBench {
     pub batch: usize,
     /// Timed repetitions of each (after warm-up).
     pub iterations: usize,
+    /// Whether the masked layer's weight gradient was computed at its connections only (ndarray
+    /// below [`SAMPLED_MAX_DENSITY`](crate::mask_backend::SAMPLED_MAX_DENSITY)) rather than as
+    /// the dense product masked: why the ratio can be below 1.
+    pub sampled_weight_gradient: bool,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -76,6 +80,10 @@ pub fn masked_linear(device: &Device, iterations: usize) -> MaskedLinearBench {
         d_output: d_out,
         batch,
         iterations,
+        sampled_weight_gradient: matches!(
+            device.inner().as_dispatch(),
+            burn::backend::DispatchDevice::NdArray(_)
+        ) && set.density() <= crate::mask_backend::SAMPLED_MAX_DENSITY,
     }
 }
 

@@ -198,10 +198,13 @@ impl SetLinear {
     /// # Panics
     /// Panics if the last axis of `input` is not `d_input`.
     pub fn forward<const D: usize>(&self, input: Tensor<D>) -> Tensor<D> {
-        let weight = self.masked_weight();
-        let [d_input, _] = weight.dims();
+        let [d_input, _] = self.dims();
         assert_shape!(input, [.., d_input]);
-        linear(input, weight, self.bias.as_ref().map(|b| b.val()))
+        let bias = self.bias.as_ref().map(|b| b.val());
+        match &self.mask {
+            Some(m) => crate::mask_backend::masked_linear(input, self.weight.val(), m.val(), bias),
+            None => linear(input, self.weight.val(), bias),
+        }
     }
 
     /// The weight times the mask: masked positions are zero and, through the multiplication's

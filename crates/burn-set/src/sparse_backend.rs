@@ -166,7 +166,7 @@ pub(crate) fn connection_plan<B: Backend>(
 }
 
 /// The values of a contiguous `f32` tensor of a CPU backend, borrowed from its storage.
-fn f32_slice<B: Backend>(t: &FloatTensor<B>) -> Option<&[f32]> {
+pub(crate) fn f32_slice<B: Backend>(t: &FloatTensor<B>) -> Option<&[f32]> {
     #[cfg(feature = "flex")]
     if let Some(t) = as_any(t).downcast_ref::<FlexTensor>() {
         return t.as_slice::<f32>();

@@ -463,6 +463,150 @@ fn fused_backward_rows_avx2(
     }
 }
 
+/// Writes the indices of the non-zero entries of `m` to the front of `cols` (at least as long
+/// as `m`); returns how many.
+#[inline(always)]
+fn connected_columns<const FMA: bool>(m: &[f32], cols: &mut [u32]) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if FMA {
+        // SAFETY: FMA = true is only instantiated by the `*_avx2` functions, which run after
+        // `has_fma()` found AVX2 and FMA.
+        return unsafe { connected_columns_avx2(m, cols) };
+    }
+    let mut k = 0;
+    for (j, &mk) in m.iter().enumerate() {
+        cols[k] = j as u32;
+        k += (mk != 0.0) as usize;
+    }
+    k
+}
+
+/// [`connected_columns`] 32 entries at a time: one bit mask per 32 entries (four compares),
+/// then one write per set bit. (A mask is mostly zeros; the scalar loop that writes every
+/// index and advances on non-zeros cost more than the dot products.)
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn connected_columns_avx2(m: &[f32], cols: &mut [u32]) -> usize {
+    use core::arch::x86_64::*;
+    assert!(cols.len() >= m.len());
+    let n = m.len();
+    let zero = _mm256_setzero_ps();
+    let (mut k, mut j) = (0, 0);
+    while j + 32 <= n {
+        let mut bits = 0u32;
+        for q in 0..4 {
+            // SAFETY: `j + 8q + 8 <= j + 32 <= n`.
+            let v = unsafe { _mm256_loadu_ps(m.as_ptr().add(j + 8 * q)) };
+            let set = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_NEQ_UQ>(v, zero)) as u32;
+            bits |= set << (8 * q);
+        }
+        while bits != 0 {
+            // SAFETY: `k` counts the set entries before `j + 32`, so `k < j + 32 <= n <=
+            // cols.len()`.
+            unsafe { *cols.get_unchecked_mut(k) = (j + bits.trailing_zeros() as usize) as u32 };
+            k += 1;
+            bits &= bits - 1;
+        }
+        j += 32;
+    }
+    for (jj, &mk) in m.iter().enumerate().skip(j) {
+        cols[k] = jj as u32;
+        k += (mk != 0.0) as usize;
+    }
+    k
+}
+
+/// The rows `first..first + n` of the sampled product into `out` (`[n, d_out]`):
+/// `out[i, j] = mask[i, j] · (xᵀ[i] · gᵀ[j])` where `mask[i, j] ≠ 0`, else `0`. Each row's
+/// connected columns are listed without branches (the mask's zeros are unpredictable), the
+/// row is zeroed, then one dot product is written per connection.
+#[inline(always)]
+fn sampled_rows<const FMA: bool>(
+    out: &mut [MaybeUninit<f32>],
+    first: usize,
+    d_out: usize,
+    b: usize,
+    (xt, gt, mask): (&[f32], &[f32], &[f32]),
+) {
+    let mut cols: Vec<u32> = vec![0; d_out];
+    for (di, row) in out.chunks_exact_mut(d_out).enumerate() {
+        let i = first + di;
+        let m = &mask[i * d_out..(i + 1) * d_out];
+        let k = connected_columns::<FMA>(m, &mut cols);
+        row.fill(MaybeUninit::new(0.0));
+        let x = &xt[i * b..(i + 1) * b];
+        for (q, &j) in cols[..k].iter().enumerate() {
+            if let Some(&ahead) = cols[..k].get(q + PREFETCH_AHEAD) {
+                prefetch(gt, ahead as usize * b, b);
+            }
+            let j = j as usize;
+            row[j].write(m[j] * dot::<FMA>(x, &gt[j * b..(j + 1) * b]));
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn sampled_rows_avx2(
+    out: &mut [MaybeUninit<f32>],
+    first: usize,
+    d_out: usize,
+    b: usize,
+    inputs: (&[f32], &[f32], &[f32]),
+) {
+    sampled_rows::<true>(out, first, d_out, b, inputs)
+}
+
+/// The weight gradient `(xᵀ g) ⊙ mask` of a masked layer, computed at its connections only (a
+/// sampled dense-dense product): `out[i, j] = mask[i, j] · Σ_s xᵀ[i, s] gᵀ[j, s]` where
+/// `mask[i, j] ≠ 0` and `0` elsewhere, from the feature-major `xt` (`[d_in, b]`) and `gt`
+/// (`[d_out, b]`). Costs `nnz · b` multiply-adds and one write of the `[d_in, d_out]` result,
+/// where the dense product `xᵀ g` costs `d_in · d_out · b`.
+pub fn sampled_product(
+    xt: &[f32],
+    gt: &[f32],
+    b: usize,
+    mask: &[f32],
+    [d_in, d_out]: [usize; 2],
+) -> Vec<f32> {
+    assert_eq!(
+        mask.len(),
+        d_in * d_out,
+        "sampled product: mask is not [{d_in}, {d_out}]"
+    );
+    assert_eq!(
+        xt.len(),
+        d_in * b,
+        "sampled product: xᵀ is not [{d_in}, {b}]"
+    );
+    assert_eq!(
+        gt.len(),
+        d_out * b,
+        "sampled product: gᵀ is not [{d_out}, {b}]"
+    );
+    if d_out == 0 {
+        return Vec::new();
+    }
+    let per = rows_per_task(d_in, KERNEL_TASKS_PER_THREAD);
+    let fma = has_fma();
+    let inputs = (xt, gt, mask);
+    written(d_in * d_out, |out| {
+        out.par_chunks_mut(per * d_out)
+            .enumerate()
+            .for_each(|(t, chunk)| {
+                #[cfg(target_arch = "x86_64")]
+                if fma {
+                    // SAFETY: the CPU has AVX2 and FMA (checked above).
+                    unsafe { sampled_rows_avx2(chunk, t * per, d_out, b, inputs) };
+                    return;
+                }
+                let _ = fma;
+                sampled_rows::<false>(chunk, t * per, d_out, b, inputs);
+            })
+    })
+}
+
 /// Whether the CPU has AVX2 and FMA (the `*_avx2` entry points need both).
 pub(crate) fn has_fma() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -778,6 +922,51 @@ mod tests {
         assert_eq!(gw, both);
         let (gx, gw) = backward_t(&c.x, &c.g, c.b, &c.w, &c.plan(), true, false);
         assert!(gx.is_some() && gw.is_none());
+    }
+
+    /// The sampled product against the dense `xᵀ g` masked: mask widths around the 32-wide
+    /// scan, empty and full rows, a non-binary mask value, a batch off the dot's widths.
+    #[test]
+    fn sampled_product_is_the_masked_dense_product() {
+        for (b, d_in, d_out, density) in [
+            (128, 40, 1000, 0.04),
+            (7, 13, 31, 0.3),
+            (33, 9, 64, 0.5),
+            (1, 5, 33, 1.0),
+            (20, 6, 70, 0.0),
+        ] {
+            let mut rng = StdRng::seed_from_u64(d_out as u64);
+            let mut r =
+                |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-1.0..1.0)).collect() };
+            let (xt, gt) = (r(d_in * b), r(d_out * b));
+            let mut mask: Vec<f32> = r(d_in * d_out)
+                .iter()
+                .map(|u| ((u + 1.0) / 2.0 < density) as u8 as f32)
+                .collect();
+            // an empty row and a full row
+            mask[..d_out].fill(0.0);
+            mask[d_out..2 * d_out].fill(1.0);
+            mask[2 * d_out + 3] = 0.5;
+            let got = sampled_product(&xt, &gt, b, &mask, [d_in, d_out]);
+            for i in 0..d_in {
+                for j in 0..d_out {
+                    let m = mask[i * d_out + j];
+                    let v = got[i * d_out + j];
+                    if m == 0.0 {
+                        assert_eq!(v.to_bits(), 0f32.to_bits(), "({i}, {j}) off the mask");
+                        continue;
+                    }
+                    let want: f64 = m as f64
+                        * (0..b)
+                            .map(|s| xt[i * b + s] as f64 * gt[j * b + s] as f64)
+                            .sum::<f64>();
+                    assert!(
+                        (v as f64 - want).abs() < 1e-4 * (1.0 + want.abs()),
+                        "({i}, {j})"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

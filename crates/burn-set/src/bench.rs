@@ -32,8 +32,8 @@ pub struct MaskedLinearBench {
     pub batch: usize,
     /// Timed repetitions of each (after warm-up).
     pub iterations: usize,
-    /// Whether the masked layer's weight gradient was computed at its connections only (ndarray
-    /// below [`SAMPLED_MAX_DENSITY`](crate::mask_backend::SAMPLED_MAX_DENSITY)) rather than as
+    /// Whether the masked layer's weight gradient was computed at its connections only (CPU
+    /// backends, below [`SAMPLED_MAX_DENSITY`](crate::mask_backend::SAMPLED_MAX_DENSITY)) rather than as
     /// the dense product masked: why the ratio can be below 1.
     pub sampled_weight_gradient: bool,
 }
@@ -80,10 +80,8 @@ pub fn masked_linear(device: &Device, iterations: usize) -> MaskedLinearBench {
         d_output: d_out,
         batch,
         iterations,
-        sampled_weight_gradient: matches!(
-            device.inner().as_dispatch(),
-            burn::backend::DispatchDevice::NdArray(_)
-        ) && set.density() <= crate::mask_backend::SAMPLED_MAX_DENSITY,
+        sampled_weight_gradient: crate::sparse_backend::has_native_kernel(&device)
+            && set.density() <= crate::mask_backend::SAMPLED_MAX_DENSITY,
     }
 }
 

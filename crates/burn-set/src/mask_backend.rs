@@ -1,8 +1,8 @@
-//! The masked layer's ops as Burn ops (backend extension), for Burn's ndarray backend: the
-//! masked weight `W ⊙ M`, and the product `x · (W ⊙ M)` whose weight gradient is computed at
-//! the connections only.
+//! The masked layer's ops as Burn ops (backend extension), for the CPU backends (ndarray,
+//! flex): the masked weight `W ⊙ M`, and the product `x · (W ⊙ M)` whose weight gradient is
+//! computed at the connections only.
 //!
-//! - `W ⊙ M`: Burn-ndarray runs an elementwise product on one thread into a freshly allocated
+//! - `W ⊙ M` (ndarray): Burn-ndarray runs an elementwise product on one thread into a freshly allocated
 //!   array; here the forward product runs on all cores and the backward one multiplies the
 //!   (uniquely owned) gradient in place.
 //! - `x · (W ⊙ M)`: the weight gradient `(xᵀ g) ⊙ M` is zero off the mask, so at SET's
@@ -18,6 +18,8 @@
 
 use crate::sparse_backend::{HostFloats, dims2, f32_slice};
 use crate::sparse_kernel;
+#[cfg(feature = "flex")]
+use burn::backend::Flex;
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
@@ -28,14 +30,14 @@ use burn::backend::{
     Autodiff, Backend, DispatchDevice, NdArray, TensorMetadata, backend_extension,
 };
 use burn::tensor::module::linear;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{DType, Tensor, TensorData};
 use rayon::prelude::*;
 
 /// Elements per parallel task (256 KiB of `f32`).
 const CHUNK: usize = 1 << 16;
 
 /// Backends with a native masked-weight op.
-#[backend_extension(NdArray, Autodiff)]
+#[backend_extension(NdArray, Flex: cfg(feature = "flex"), Autodiff)]
 pub trait MaskBackend: Backend {
     /// `weight ⊙ mask`; only `weight` is differentiated (the mask is a constant).
     ///
@@ -70,7 +72,7 @@ pub trait MaskBackend: Backend {
     ) -> FloatTensor<Self>;
 }
 
-/// The highest mask density at which the ndarray backend computes a masked layer's weight
+/// The highest mask density at which the CPU backends compute a masked layer's weight
 /// gradient at the connections only. Above it the dense product and the mask are faster: a
 /// sampled entry costs a `batch`-long dot product of rows gathered at random, about 4–5 times
 /// a dense entry's share of an optimised matrix product (measured on a 1000×1000 layer).
@@ -155,25 +157,63 @@ impl MaskBackend for NdArray {
         grad: FloatTensor<Self>,
         mask: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        let (d_in, d_out) = dims2(&mask.shape());
-        let (n, _) = dims2(&x.shape());
-        let sampled = f32_slice::<NdArray>(&mask)
-            .filter(|_| is_f32(&x) && is_f32(&grad))
-            .filter(|m| density(m) <= SAMPLED_MAX_DENSITY);
-        let Some(m) = sampled else {
-            let xtg = Self::float_matmul(Self::float_transpose(x), grad);
-            return Self::apply_mask(xtg, mask);
-        };
-        // feature-major copies of both (x is batch-major, so its transposed view is read)
-        let xt = HostFloats::<NdArray>::feature_major(Self::float_transpose(x));
-        let gt = HostFloats::<NdArray>::feature_major(Self::float_transpose(grad));
-        let out = sparse_kernel::sampled_product(xt.as_slice(), gt.as_slice(), n, m, [d_in, d_out]);
-        NdArrayTensor::from_data(TensorData::new(out, [d_in, d_out]))
+        sampled_weight_grad::<Self>(x, grad, mask).unwrap_or_else(|(x, grad, mask)| {
+            Self::apply_mask(Self::float_matmul(Self::float_transpose(x), grad), mask)
+        })
     }
 }
 
-fn is_f32(t: &NdArrayTensor) -> bool {
-    matches!(t, NdArrayTensor::F32(_))
+#[cfg(feature = "flex")]
+impl MaskBackend for Flex {
+    fn apply_mask(weight: FloatTensor<Self>, mask: FloatTensor<Self>) -> FloatTensor<Self> {
+        tensor_product::<Flex>(weight, mask)
+    }
+
+    fn masked_matmul(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        mask: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        Self::float_matmul(x, Self::apply_mask(weight, mask))
+    }
+
+    fn masked_weight_grad(
+        x: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        mask: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        sampled_weight_grad::<Self>(x, grad, mask).unwrap_or_else(|(x, grad, mask)| {
+            Self::apply_mask(Self::float_matmul(Self::float_transpose(x), grad), mask)
+        })
+    }
+}
+
+type Triple<B> = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
+
+/// `(xᵀ · grad) ⊙ mask` at the mask's connections only, on a CPU backend whose `f32` tensors
+/// the host can read ([`f32_slice`]); gives the inputs back where that does not apply (another
+/// float type, or a mask denser than [`SAMPLED_MAX_DENSITY`]).
+fn sampled_weight_grad<B: Backend>(
+    x: FloatTensor<B>,
+    grad: FloatTensor<B>,
+    mask: FloatTensor<B>,
+) -> Result<FloatTensor<B>, Triple<B>> {
+    let (d_in, d_out) = dims2(&mask.shape());
+    let (n, _) = dims2(&x.shape());
+    let f32s = x.dtype() == DType::F32 && grad.dtype() == DType::F32;
+    let Some(m) = f32_slice::<B>(&mask).filter(|m| f32s && density(m) <= SAMPLED_MAX_DENSITY)
+    else {
+        return Err((x, grad, mask));
+    };
+    // feature-major copies of both (x is batch-major, so its transposed view is read)
+    let xt = HostFloats::<B>::feature_major(B::float_transpose(x));
+    let gt = HostFloats::<B>::feature_major(B::float_transpose(grad));
+    let out = sparse_kernel::sampled_product(xt.as_slice(), gt.as_slice(), n, m, [d_in, d_out]);
+    let device = mask.device();
+    Ok(B::float_from_data(
+        TensorData::new(out, [d_in, d_out]),
+        &device,
+    ))
 }
 
 /// The fraction of non-zero entries.
@@ -276,8 +316,8 @@ impl<B: MaskBackend> Backward<B, 2> for MaskedMatmulBackward {
     }
 }
 
-/// `input · (weight ⊙ mask) + bias`, the masked layer's forward pass: on ndarray through the
-/// native op (weight gradient at the connections only while the mask is sparse), elsewhere
+/// `input · (weight ⊙ mask) + bias`, the masked layer's forward pass: on ndarray and flex
+/// through the native op (weight gradient at the connections only while the mask is sparse), elsewhere
 /// Burn's `linear` of the masked weight. `weight` and `input` get gradients, the mask none.
 ///
 /// # Shapes
@@ -291,10 +331,7 @@ pub fn masked_linear<const D: usize>(
     mask: Tensor<2>,
     bias: Option<Tensor<1>>,
 ) -> Tensor<D> {
-    if !matches!(
-        weight.device().inner().as_dispatch(),
-        DispatchDevice::NdArray(_)
-    ) {
+    if !crate::sparse_backend::has_native_kernel(&weight.device()) {
         return linear(input, apply_mask(weight, mask), bias);
     }
     let mut dims = input.dims();
@@ -371,16 +408,24 @@ mod tests {
         }
     }
 
-    /// The native masked product is Burn's `linear` of the masked weight, forward and backward
-    /// (input, weight and bias gradients), on a 3-D input, with a sparse mask (weight gradient
-    /// sampled at the connections) and a dense one (masked dense product). The weight gradient
-    /// is exactly zero off the mask.
+    /// The native masked product (ndarray, flex) is Burn's `linear` of the masked weight,
+    /// forward and backward (input, weight and bias gradients), on a 3-D input, with a sparse
+    /// mask (weight gradient sampled at the connections) and a dense one (masked dense
+    /// product). The weight gradient is exactly zero off the mask.
     #[test]
     #[allow(deprecated)]
     fn masked_linear_is_linear_of_the_masked_weight() {
-        let device = Device::ndarray().autodiff();
+        #[allow(unused_mut)]
+        let mut devices = vec![Device::ndarray()];
+        #[cfg(feature = "flex")]
+        devices.push(Device::flex());
         let (d_in, d_out) = (67, 45);
-        for (keep, sampled) in [(0.05, true), (0.5, false)] {
+        for (device, (keep, sampled)) in devices
+            .into_iter()
+            .flat_map(|d| [(d.clone(), (0.05, true)), (d, (0.5, false))])
+        {
+            assert!(crate::sparse_backend::has_native_kernel(&device));
+            let device = device.autodiff();
             let n = Distribution::Normal(0.0, 1.0);
             let m = Tensor::<2>::random([d_in, d_out], Distribution::Uniform(0.0, 1.0), &device)
                 .lower_elem(keep)

@@ -33,8 +33,9 @@ pub struct MaskedLinearBench {
     /// Timed repetitions of each (after warm-up).
     pub iterations: usize,
     /// Whether the masked layer's weight gradient was computed at its connections only (CPU
-    /// backends, below [`SAMPLED_MAX_DENSITY`](crate::mask_backend::SAMPLED_MAX_DENSITY)) rather than as
-    /// the dense product masked: why the ratio can be below 1.
+    /// backends, f32 — the bench's — and a density below
+    /// [`SAMPLED_MAX_DENSITY`](crate::mask_backend::SAMPLED_MAX_DENSITY)) rather than as the
+    /// dense product masked: why the ratio can be below 1.
     pub sampled_weight_gradient: bool,
 }
 

@@ -2,15 +2,17 @@
 //! flex): the masked weight `W ⊙ M`, and the product `x · (W ⊙ M)` whose weight gradient is
 //! computed at the connections only.
 //!
-//! - `W ⊙ M` (ndarray): Burn-ndarray runs an elementwise product on one thread into a freshly allocated
-//!   array; here the forward product runs on all cores and the backward one multiplies the
-//!   (uniquely owned) gradient in place.
+//! - `W ⊙ M` (ndarray; flex uses its own product): Burn-ndarray runs an elementwise product
+//!   on one thread into a freshly allocated array; here the forward product runs on all cores
+//!   and the backward one multiplies the (uniquely owned) gradient in place.
 //! - `x · (W ⊙ M)`: the weight gradient `(xᵀ g) ⊙ M` is zero off the mask, so at SET's
 //!   densities (a few %) computing the dense `xᵀ g` and masking it wastes nearly all of its
 //!   `d_in · d_out · batch` multiply-adds. Below [`SAMPLED_MAX_DENSITY`] it is computed at the
 //!   connections only ([`sparse_kernel::sampled_product`]); the forward product and the input
 //!   gradient stay dense matrix products. The results are those of the masked dense product
-//!   (within float rounding: the sums run in another order).
+//!   within float rounding (the sums run in another order), with one difference: off the mask
+//!   the sampled gradient is exactly 0 even where `xᵀ g` overflows, where the dense product
+//!   masked gives `inf · 0 = NaN`.
 //!
 //! Other backends use the tensor ops.
 
@@ -30,7 +32,7 @@ use burn::backend::{
     Autodiff, Backend, DispatchDevice, NdArray, TensorMetadata, backend_extension,
 };
 use burn::tensor::module::linear;
-use burn::tensor::{DType, Tensor, TensorData};
+use burn::tensor::{DType, Tensor, TensorData, assert_shape};
 use rayon::prelude::*;
 
 /// Elements per parallel task (256 KiB of `f32`).
@@ -268,10 +270,17 @@ impl<B: MaskBackend, C: CheckpointStrategy> MaskBackend for Autodiff<B, C> {
             .stateful()
         {
             OpsKind::Tracked(prep) => {
+                // keep what each wanted gradient reads: x for the weight's, W ⊙ M for x's
+                let (x_tracked, w_tracked) = (x.is_tracked(), weight.is_tracked());
                 let x = x.into_primitive();
                 let wm = B::apply_mask(weight.into_primitive(), mask.clone());
                 let y = B::float_matmul(x.clone(), wm.clone());
-                prep.finish((x, wm, mask), y)
+                let state = MaskedMatmulState {
+                    x: w_tracked.then_some(x),
+                    wm: x_tracked.then_some(wm),
+                    mask,
+                };
+                prep.finish(state, y)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::masked_matmul(
                 x.into_primitive(),
@@ -299,18 +308,27 @@ impl<B: MaskBackend, C: CheckpointStrategy> MaskBackend for Autodiff<B, C> {
 #[derive(Debug)]
 struct MaskedMatmulBackward;
 
+/// What the backward of [`MaskBackend::masked_matmul`] reads.
+#[derive(Debug, Clone)]
+struct MaskedMatmulState<B: MaskBackend> {
+    /// The input, when the weight is tracked.
+    x: Option<FloatTensor<B>>,
+    /// `weight ⊙ mask`, when the input is tracked.
+    wm: Option<FloatTensor<B>>,
+    mask: FloatTensor<B>,
+}
+
 impl<B: MaskBackend> Backward<B, 2> for MaskedMatmulBackward {
-    /// `x`, `weight ⊙ mask` and the mask.
-    type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
+    type State = MaskedMatmulState<B>;
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
         let grad = grads.consume::<B>(&ops.node);
-        let (x, wm, mask) = ops.state;
+        let MaskedMatmulState { x, wm, mask } = ops.state;
         let [node_x, node_w] = ops.parents;
-        if let Some(node) = node_w {
+        if let (Some(node), Some(x)) = (node_w, x) {
             grads.register::<B>(node.id, B::masked_weight_grad(x, grad.clone(), mask));
         }
-        if let Some(node) = node_x {
+        if let (Some(node), Some(wm)) = (node_x, wm) {
             grads.register::<B>(node.id, B::float_matmul(grad, B::float_transpose(wm)));
         }
     }
@@ -325,17 +343,27 @@ impl<B: MaskBackend> Backward<B, 2> for MaskedMatmulBackward {
 /// - weight, mask: `[d_input, d_output]`
 /// - bias: `[d_output]`
 /// - output: `[..., d_output]`
+///
+/// # Panics
+/// If the mask's shape is not the weight's, or the last axis of `input` is not `d_input`.
 pub fn masked_linear<const D: usize>(
     input: Tensor<D>,
     weight: Tensor<2>,
     mask: Tensor<2>,
     bias: Option<Tensor<1>>,
 ) -> Tensor<D> {
+    let [d_in, d_out] = weight.dims();
+    assert_eq!(
+        mask.dims(),
+        [d_in, d_out],
+        "masked_linear: the mask's shape is not the weight's"
+    );
+    // (an empty batch would reshape to `[0, d_in]` whatever its last axis)
+    assert_shape!(input, [.., d_in]);
     if !crate::sparse_backend::has_native_kernel(&weight.device()) {
         return linear(input, apply_mask(weight, mask), bias);
     }
     let mut dims = input.dims();
-    let [d_in, d_out] = weight.dims();
     let n = dims[..D - 1].iter().product();
     let x = input.reshape([n, d_in]);
     let y = Tensor::<2>::from_dispatch(<burn::backend::Dispatch as MaskBackend>::masked_matmul(
@@ -435,7 +463,8 @@ mod tests {
             let w = Tensor::<2>::random([d_in, d_out], n, &device);
             let b = Tensor::<1>::random([d_out], n, &device);
             let x = Tensor::<3>::random([3, 5, d_in], n, &device);
-            let g = Tensor::<3>::random([3, 5, d_out], n, &device);
+            // a permuted view: the gradient reaching the op is not contiguous row-major
+            let g = Tensor::<3>::random([d_out, 5, 3], n, &device).swap_dims(0, 2);
             let leaves = || {
                 (
                     x.clone().detach().require_grad(),
@@ -450,9 +479,24 @@ mod tests {
             assert_close(y1.clone(), y2.clone());
             let g1 = (y1 * g.clone()).sum().backward();
             let g2 = (y2 * g.clone()).sum().backward();
-            assert_close(x1.grad(&g1).unwrap(), x2.grad(&g2).unwrap());
+            let gx2 = x2.grad(&g2).unwrap();
+            assert_close(x1.grad(&g1).unwrap(), gx2.clone());
             let (gw1, gw2) = (w1.grad(&g1).unwrap(), w2.grad(&g2).unwrap());
-            assert_close(gw1.clone().unsqueeze(), gw2.unsqueeze());
+            assert_close(gw1.clone().unsqueeze(), gw2.clone().unsqueeze());
+            // only the weight tracked (a first layer's input), then only the input
+            let w3 = w.clone().detach().require_grad();
+            let y3 = masked_linear(x.clone().detach(), w3.clone(), m.clone(), None);
+            let g3 = (y3 * g.clone()).sum().backward();
+            assert_close(w3.grad(&g3).unwrap().unsqueeze(), gw2.unsqueeze());
+            let x4 = x.clone().detach().require_grad();
+            let y4 = masked_linear(x4.clone(), w.clone().detach(), m.clone(), None);
+            let g4 = (y4 * g.clone()).sum().backward();
+            assert_close(x4.grad(&g4).unwrap(), gx2);
+            // a 1-D input
+            let x1d = x.clone().detach().slice([0..1, 0..1]).reshape([d_in]);
+            let y1d = masked_linear(x1d.clone(), w.clone(), m.clone(), Some(b.clone()));
+            let want = linear(x1d, w.clone() * m.clone(), Some(b.clone()));
+            assert_close(y1d.unsqueeze(), want.unsqueeze());
             assert_close(
                 b1.grad(&g1).unwrap().unsqueeze(),
                 b2.grad(&g2).unwrap().unsqueeze(),

@@ -136,10 +136,11 @@ impl SetLayer {
 }
 
 /// The storage `burn-set` picks when none is given: the faster one for the shape and device.
-/// On the CPU backends (native sparse kernel) truly sparse storage is ~7× faster than the
-/// masked matmul at the MNIST SET-MLP's 4 % density (2.7 vs 18–19 s per epoch, `burn-set
+/// On the CPU backends (native sparse kernel) truly sparse storage is ~6–7× faster than
+/// masked storage at the MNIST SET-MLP's 4 % density (2.5–2.8 vs 16–19 s per epoch, `burn-set
 /// bench sparse-mlp`, flex, 2 cores); its cost grows with the density while the masked
-/// matmul's does not, so it is picked up to 10 % density. Elsewhere (wgpu: Burn's portable gather/scatter) masked storage is faster.
+/// layer's forward and input-gradient products do not, so it is picked up to 10 % density.
+/// Elsewhere (wgpu: Burn's portable gather/scatter) masked storage is faster.
 pub fn default_storage(density: f64, device: &Device) -> Storage {
     if density <= 0.1 && has_native_kernel(device) {
         Storage::Sparse

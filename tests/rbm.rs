@@ -70,6 +70,7 @@ fn randomize(mut rbm: SetRbm, w_std: f32, bias_std: f32, seed: u64) -> SetRbm {
 }
 
 /// log Z by summing exp(−E(v, h)) over every joint state, on the host in f64.
+#[allow(clippy::needless_range_loop)] // index arithmetic is the reference
 fn brute_force_log_z(rbm: &SetRbm) -> f64 {
     let (w, b, c) = rbm.parameters();
     let [nv, nh] = w.dims();

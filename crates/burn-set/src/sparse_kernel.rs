@@ -885,6 +885,7 @@ mod tests {
 
     /// Wider layers, an odd batch: against a connection-by-connection reference.
     #[test]
+    #[allow(clippy::needless_range_loop)] // index arithmetic is the reference
     fn wide_layers_match_a_connectionwise_reference() {
         let (b, n_in, n_out) = (150, 1400, 1300);
         let c = case(b, n_in, n_out, 5000, true, 9);

@@ -111,6 +111,8 @@ impl std::str::FromStr for ActivationKind {
 }
 
 /// A hidden-layer activation module.
+// SReLU's four parameter tensors make it the larger variant; one per layer, so not boxed.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Activation {
     /// SReLU.

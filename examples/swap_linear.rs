@@ -13,13 +13,10 @@ use burn::train::metric::{AccuracyMetric, LossMetric};
 use burn::train::{
     ClassificationOutput, InferenceStep, Learner, SupervisedTraining, TrainOutput, TrainStep,
 };
-use burn_set::callback::SetCallback;
 use burn_set::data::{
     ClassificationBatch, ClassificationBatcher, ClassificationDataset, Split, embedded_mnist,
 };
-use burn_set::evolution::EvolutionConfig;
-use burn_set::set_linear::{SetLinear, SetLinearConfig};
-use burn_set::strategy::SetTrainingExt;
+use burn_set::prelude::*; // SetLinear(Config), SetCallback, EvolutionConfig, SetTrainingExt…
 
 /// The user's own model: only the layer type changed (`Linear` → `SetLinear`).
 #[derive(Module, Debug)]

@@ -23,13 +23,8 @@ pub struct CnnArgs {
     #[arg(long, default_value_t = 10, allow_negative_numbers = true)]
     epochs: usize,
     /// Head hidden widths, comma separated.
-    #[arg(
-        long,
-        default_value = "2048,2048",
-        value_delimiter = ',',
-        allow_negative_numbers = true
-    )]
-    head_widths: Vec<usize>,
+    #[arg(long, default_value = "2048,2048", value_parser = crate::counts, allow_negative_numbers = true)]
+    head_widths: ::std::vec::Vec<usize>,
     #[arg(long, default_value_t = 20.0, allow_negative_numbers = true)]
     epsilon: f64,
     #[arg(long, default_value_t = 0.3, allow_negative_numbers = true)]

@@ -12,6 +12,18 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// A comma-separated list of counts (`1000,1000,1000`), parsed as one value, so that a repeated
+/// flag replaces the list (`args_override_self`) instead of appending to it.
+pub(crate) fn counts(s: &str) -> Result<Vec<usize>, String> {
+    s.split(',')
+        .map(|v| {
+            v.trim()
+                .parse::<usize>()
+                .map_err(|_| format!("'{v}' is not a count (a whole number ≥ 0)"))
+        })
+        .collect()
+}
+
 mod cnn;
 mod rbm;
 
@@ -37,7 +49,7 @@ pub struct SgdArgs {
 
 /// Sparse Evolutionary Training (Mocanu et al. 2018) with Burn.
 #[derive(Parser)]
-#[command(name = "burn-set", version, about)]
+#[command(name = "burn-set", version, about, args_override_self = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -80,13 +92,8 @@ struct MlpArgs {
     #[arg(long, default_value_t = 10, allow_negative_numbers = true)]
     epochs: usize,
     /// Hidden widths, comma separated.
-    #[arg(
-        long,
-        default_value = "1000,1000,1000",
-        value_delimiter = ',',
-        allow_negative_numbers = true
-    )]
-    hidden: Vec<usize>,
+    #[arg(long, default_value = "1000,1000,1000", value_parser = counts, allow_negative_numbers = true)]
+    hidden: ::std::vec::Vec<usize>,
     #[arg(long, default_value_t = 20.0, allow_negative_numbers = true)]
     epsilon: f64,
     #[arg(long, default_value_t = 0.3, allow_negative_numbers = true)]

@@ -54,8 +54,8 @@ pub struct RbmArgs {
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     eval_every: usize,
     /// Also evaluate after these epochs, comma separated (e.g. 5,10,20).
-    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
-    eval_epochs: Vec<usize>,
+    #[arg(long, value_parser = crate::counts, allow_negative_numbers = true)]
+    eval_epochs: Option<::std::vec::Vec<usize>>,
     #[arg(long, default_value_t = 42, allow_negative_numbers = true)]
     seed: u64,
     /// flex | ndarray | wgpu (flex: about 1.7x faster than ndarray on these small matrices)
@@ -101,7 +101,7 @@ pub fn rbm(a: RbmArgs) -> Result<(), String> {
         ais_runs: a.ais_runs,
         ais_betas: a.ais_betas,
         eval_every: a.eval_every,
-        eval_epochs: a.eval_epochs,
+        eval_epochs: a.eval_epochs.clone().unwrap_or_default(),
         seed: a.seed,
         backend: a.backend,
         learner_artifacts: a.learner,

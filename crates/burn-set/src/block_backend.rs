@@ -5,7 +5,7 @@
 //! between Burn's tensors and the host (a copy each way, a strided transpose of the
 //! feature-major kernel output, a broadcast bias op and its reduction, a reshape backward that
 //! copied a transposed gradient). Fused, the block reads its input, the weights and the
-//! parameters once, runs the kernels of [`sparse_kernel`](crate::sparse_kernel), adds the bias,
+//! parameters once, runs the kernels of [`sparse_kernel`], adds the bias,
 //! applies SReLU (the formula of [`srelu_backend`](crate::srelu_backend), per neuron row) and
 //! the dropout mask, and writes one feature-major output `[d_output, batch]`, which is what
 //! the next block's kernel reads. Its backward reads one gradient and writes the seven.

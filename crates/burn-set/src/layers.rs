@@ -109,6 +109,30 @@ pub enum Storage {
     Sparse,
 }
 
+/// The storage of a model's sparse layers, as its reports give it: one [`Storage`] for all of
+/// them, or `mixed` when the default ([`default_storage`](crate::mlp::default_storage), by each
+/// layer's density) picked sparse storage for some and masked for others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelStorage {
+    /// Every sparse layer is masked.
+    Masked,
+    /// Every sparse layer is truly sparse.
+    Sparse,
+    /// Some of each (the per-layer storage is in each evolution record's layer paths).
+    Mixed,
+}
+
+impl Storage {
+    /// `"masked"` or `"sparse"` (the CLI's names).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Masked => "masked",
+            Self::Sparse => "sparse",
+        }
+    }
+}
+
 impl std::str::FromStr for Storage {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

@@ -29,3 +29,14 @@ pub mod srelu;
 pub mod srelu_backend;
 pub mod strategy;
 pub mod topology;
+
+/// What a Burn training with SET needs in scope: `use burn_set::prelude::*;`.
+pub mod prelude {
+    pub use crate::callback::SetCallback;
+    pub use crate::evolution::EvolutionConfig;
+    pub use crate::layers::Storage;
+    pub use crate::mlp::{SetMlp, SetMlpConfig};
+    pub use crate::set_linear::{SetLinear, SetLinearConfig, Sparsity};
+    pub use crate::sparse_linear::SparseSetLinear;
+    pub use crate::strategy::SetTrainingExt;
+}

@@ -126,8 +126,9 @@ impl SetLinearConfig {
     /// Initialize a new [`SetLinear`] module.
     ///
     /// # Panics
-    /// If ε gives a connection probability above 1 (use [`try_init`](Self::try_init) to get the
-    /// error instead).
+    /// If the configuration is invalid (use [`try_init`](Self::try_init) to get the error
+    /// instead): a zero `d_input` or `d_output`, or, for a sparse layer, ε not finite and > 0 or
+    /// giving a connection probability above 1.
     pub fn init(&self, device: &Device) -> SetLinear {
         self.try_init(device)
             .unwrap_or_else(|e| panic!("invalid SetLinearConfig: {e}"))

@@ -1,6 +1,6 @@
 //! The sparse layer's custom Burn op, through Burn's backend-extension mechanism
 //! (`#[backend_extension]`, burn feature `extension`): `y = x · W` for a COO `W`, run by the host
-//! kernels of [`sparse_kernel`](crate::sparse_kernel) on the CPU backends (ndarray, flex), with a
+//! kernels of [`sparse_kernel`] on the CPU backends (ndarray, flex), with a
 //! hand-written backward pass for Autodiff. Other backends (wgpu, …) take the portable
 //! gather/scatter path of [`SparseSetLinear`](crate::sparse_linear::SparseSetLinear).
 

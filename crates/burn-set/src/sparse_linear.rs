@@ -97,10 +97,10 @@ impl SetLinearConfig {
     /// one per connection, so they are not the ones `init` draws for its dense weight.
     pub fn init_sparse(&self, device: &Device) -> Result<SparseSetLinear, TopologyError> {
         let (d_in, d_out) = (self.d_input, self.d_output);
-        let p = er_probability(self.epsilon, d_in, d_out)?;
         if self.sparsity == Sparsity::Dense {
             return Err(TopologyError::DenseSparse);
         }
+        let p = er_probability(self.epsilon, d_in, d_out)?;
         let seed = self.seed.unwrap_or_else(rand::random);
         let topo = SparseTopology::erdos_renyi(d_in, d_out, self.epsilon, seed)?;
         let (fan_in, fan_out) = if self.sparse_fan {
@@ -188,6 +188,9 @@ impl SparseSetLinear {
     /// # Shapes
     /// - input: `[..., d_input]`
     /// - output: `[..., d_output]`
+    ///
+    /// # Panics
+    /// If the last axis of `input` is not `d_input`.
     pub fn forward<const D: usize>(&self, input: Tensor<D>) -> Tensor<D> {
         let dims = input.dims();
         let (batch, out) = self.flat_shapes(dims);
@@ -221,6 +224,9 @@ impl SparseSetLinear {
     /// # Shapes
     /// - input: `[..., d_input]`
     /// - output: `[..., d_output]`
+    ///
+    /// # Panics
+    /// If the last axis of `input` is not `d_input`.
     pub fn forward_srelu_dropout<const D: usize>(
         &self,
         input: Tensor<D>,

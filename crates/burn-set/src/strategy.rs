@@ -281,6 +281,9 @@ impl<M: LearnerModel + 'static> SupervisedLearningStrategy<M> for SetStrategy {
 pub trait SetTrainingExt {
     /// Evolves the model with `callback` (through [`SetStrategy`]) and shows connections,
     /// density and changed connections on the dashboard.
+    ///
+    /// SET runs as the training strategy (`TrainingStrategy::Custom`): this replaces a
+    /// strategy set before, and setting one after (`with_training_strategy`) turns SET off.
     fn with_set(self, callback: &SetCallback) -> Self;
 }
 

@@ -59,7 +59,7 @@ impl fmt::Display for TopologyError {
             Self::EmptyLayer { n_in, n_out } => {
                 write!(
                     f,
-                    "a sparse layer needs n_in > 0 and n_out > 0, got {n_in}×{n_out}"
+                    "a layer needs d_input > 0 and d_output > 0, got {n_in}×{n_out}"
                 )
             }
             Self::ProbabilityAboveOne {

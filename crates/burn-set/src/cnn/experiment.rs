@@ -1,7 +1,7 @@
 //! The paper's CNN comparison as a library call: data → SET-CNN / CNNFixProb / CNN → Burn
 //! training with SET → report. Same training path as
 //! [`run_mlp`](crate::experiment::run_mlp): `SupervisedTraining` with
-//! [`SetTrainingExt::with_set`]. The CLI's `burn-set cnn` is a thin shell over [`run_cnn`].
+//! [`SetTrainingExt::with_set`](crate::strategy::SetTrainingExt::with_set). The CLI's `burn-set cnn` is a thin shell over [`run_cnn`].
 
 use super::model::SetCnnConfig;
 use crate::backend::BackendKind;
@@ -117,15 +117,16 @@ pub struct CnnReport {
     pub augment: bool,
     /// Backend used.
     pub backend: BackendKind,
-    /// Storage of the head's sparse layers (`null` for the dense head).
-    pub storage: Option<crate::layers::Storage>,
+    /// Storage of the head's sparse layers (`null` for the dense head; `mixed` when the
+    /// default picked sparse storage for some layers and masked for others).
+    pub storage: Option<crate::layers::ModelStorage>,
     /// Every evolution step.
     pub evolutions: Vec<EvolutionRecord>,
 }
 
 /// Trains the CNN `run` describes on `train` (CIFAR10-shaped: 3,072 CHW features), validating
 /// on `test` after every epoch, through Burn's `SupervisedTraining` with
-/// [`SetTrainingExt::with_set`].
+/// [`SetTrainingExt::with_set`](crate::strategy::SetTrainingExt::with_set).
 pub fn run_cnn(
     run: &CnnRun,
     train: ClassificationData,
@@ -133,6 +134,7 @@ pub fn run_cnn(
 ) -> Result<CnnReport, String> {
     check_run(run.epochs, run.batch_size, &train, &test)?;
     check_sgd(run.lr, run.momentum, run.weight_decay)?;
+    crate::experiment::check_storage(run.model, run.storage)?;
     for (name, d) in [("train", &train), ("test", &test)] {
         if d.n_features != CIFAR10_FEATURES {
             return Err(format!(

@@ -396,12 +396,15 @@ where
         let _ = std::fs::remove_dir_all(artifacts.join(split));
     }
     let t0 = Instant::now();
-    let result = SupervisedTraining::new(artifacts, dl_train, dl_test)
+    let mut training = SupervisedTraining::new(artifacts, dl_train, dl_test)
         .metrics((AccuracyMetric::new(), LossMetric::new()))
         .with_set(callback)
         .num_epochs(epochs)
-        .summary()
-        .launch(Learner::new(model, optim, lr));
+        .summary();
+    if let Some(r) = crate::renderer::plain_renderer_unless_terminal() {
+        training = training.renderer(r);
+    }
+    let result = training.launch(Learner::new(model, optim, lr));
     let seconds = t0.elapsed().as_secs_f64();
     if let Some(e) = &result.error {
         return Err(format!("training failed: {e}"));

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod mlp;
 pub mod plot;
 pub mod rbm;
+pub mod renderer;
 pub mod set_linear;
 pub mod sparse_backend;
 pub mod sparse_kernel;

@@ -225,6 +225,9 @@ pub fn train_rbm_with_learner(
     if !application_logger {
         training = training.with_application_logger(None);
     }
+    if let Some(r) = crate::renderer::plain_renderer_unless_terminal() {
+        training = training.renderer(r);
+    }
     let result = training.launch(Learner::new(model, cfg.optimizer(), cfg.lr));
     if let Some(e) = result.error {
         return Err(format!("training failed: {e}"));

@@ -109,6 +109,31 @@ fn tensor_product<B: Backend>(a: FloatTensor<B>, b: FloatTensor<B>) -> FloatTens
     B::float_mul(a, b)
 }
 
+/// The CPU backends' `masked_matmul` (the dense product of the masked weight) and
+/// `masked_weight_grad` (sampled at the connections where it applies, else the dense product
+/// masked), on top of each backend's `apply_mask`.
+macro_rules! host_masked_matmul {
+    () => {
+        fn masked_matmul(
+            x: FloatTensor<Self>,
+            weight: FloatTensor<Self>,
+            mask: FloatTensor<Self>,
+        ) -> FloatTensor<Self> {
+            Self::float_matmul(x, Self::apply_mask(weight, mask))
+        }
+
+        fn masked_weight_grad(
+            x: FloatTensor<Self>,
+            grad: FloatTensor<Self>,
+            mask: FloatTensor<Self>,
+        ) -> FloatTensor<Self> {
+            sampled_weight_grad::<Self>(x, grad, mask).unwrap_or_else(|(x, grad, mask)| {
+                Self::apply_mask(Self::float_matmul(Self::float_transpose(x), grad), mask)
+            })
+        }
+    };
+}
+
 impl MaskBackend for NdArray {
     fn apply_mask(weight: FloatTensor<Self>, mask: FloatTensor<Self>) -> FloatTensor<Self> {
         let NdArrayTensor::F32(m) = &mask else {
@@ -146,23 +171,7 @@ impl MaskBackend for NdArray {
         }
     }
 
-    fn masked_matmul(
-        x: FloatTensor<Self>,
-        weight: FloatTensor<Self>,
-        mask: FloatTensor<Self>,
-    ) -> FloatTensor<Self> {
-        Self::float_matmul(x, Self::apply_mask(weight, mask))
-    }
-
-    fn masked_weight_grad(
-        x: FloatTensor<Self>,
-        grad: FloatTensor<Self>,
-        mask: FloatTensor<Self>,
-    ) -> FloatTensor<Self> {
-        sampled_weight_grad::<Self>(x, grad, mask).unwrap_or_else(|(x, grad, mask)| {
-            Self::apply_mask(Self::float_matmul(Self::float_transpose(x), grad), mask)
-        })
-    }
+    host_masked_matmul!();
 }
 
 #[cfg(feature = "flex")]
@@ -171,23 +180,7 @@ impl MaskBackend for Flex {
         tensor_product::<Flex>(weight, mask)
     }
 
-    fn masked_matmul(
-        x: FloatTensor<Self>,
-        weight: FloatTensor<Self>,
-        mask: FloatTensor<Self>,
-    ) -> FloatTensor<Self> {
-        Self::float_matmul(x, Self::apply_mask(weight, mask))
-    }
-
-    fn masked_weight_grad(
-        x: FloatTensor<Self>,
-        grad: FloatTensor<Self>,
-        mask: FloatTensor<Self>,
-    ) -> FloatTensor<Self> {
-        sampled_weight_grad::<Self>(x, grad, mask).unwrap_or_else(|(x, grad, mask)| {
-            Self::apply_mask(Self::float_matmul(Self::float_transpose(x), grad), mask)
-        })
-    }
+    host_masked_matmul!();
 }
 
 type Triple<B> = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);

@@ -17,9 +17,11 @@ use std::process::ExitCode;
 pub(crate) fn counts(s: &str) -> Result<Vec<usize>, String> {
     s.split(',')
         .map(|v| {
-            v.trim()
-                .parse::<usize>()
-                .map_err(|_| format!("'{v}' is not a count (a whole number ≥ 0)"))
+            let v = v.trim();
+            v.parse::<usize>().map_err(|_| match v {
+                "" => format!("an empty entry in '{s}' (counts are comma separated)"),
+                _ => format!("'{v}' is not a count (a whole number ≥ 0)"),
+            })
         })
         .collect()
 }

@@ -101,7 +101,7 @@ pub fn rbm(a: RbmArgs) -> Result<(), String> {
         ais_runs: a.ais_runs,
         ais_betas: a.ais_betas,
         eval_every: a.eval_every,
-        eval_epochs: a.eval_epochs.clone().unwrap_or_default(),
+        eval_epochs: a.eval_epochs.unwrap_or_default(),
         seed: a.seed,
         backend: a.backend,
         learner_artifacts: a.learner,

@@ -138,7 +138,6 @@ pub fn run_mlp(
 ) -> Result<MlpReport, String> {
     check_run(run.epochs, run.batch_size, &train, &test)?;
     check_sgd(run.lr, run.momentum, run.weight_decay)?;
-    check_storage(run.model, run.storage)?;
     let device = run.backend.device()?.autodiff();
     device.seed(run.seed);
     let model = SetMlpConfig::new(
@@ -230,21 +229,6 @@ pub fn check_run(
 }
 
 /// The checks of the paper's SGD settings, shared by every experiment (MLP, CNN, RBM): a
-/// A storage choice only for a model with sparse layers: a dense model has none to store, and
-/// silently ignoring `--storage sparse` there would misreport what ran.
-pub fn check_storage(
-    model: Sparsity,
-    storage: Option<crate::layers::Storage>,
-) -> Result<(), String> {
-    match (model, storage) {
-        (Sparsity::Dense, Some(s)) => Err(format!(
-            "storage '{}' applies to sparse layers, and the dense model has none (leave it out)",
-            s.name()
-        )),
-        _ => Ok(()),
-    }
-}
-
 /// finite learning rate > 0, a momentum in `[0, 1)` (0 = plain SGD) and a finite weight decay
 /// ≥ 0 (0 = none). [`paper_sgd`] turns 0 into "off"; anything else out of range is an error
 /// rather than silently disabled.
@@ -476,17 +460,36 @@ mod tests {
         );
     }
 
+    /// A dense MLP or head with sparse storage is an error (masked storage is how its dense
+    /// layers are stored anyway).
     #[test]
-    fn a_storage_choice_needs_sparse_layers() {
+    #[allow(deprecated)]
+    fn sparse_storage_needs_sparse_layers() {
+        use crate::head::SetHeadConfig;
         use crate::layers::Storage;
-        let e = check_storage(Sparsity::Dense, Some(Storage::Sparse)).unwrap_err();
+        let device = burn::tensor::Device::ndarray();
+        let mlp = |sparsity, storage| {
+            SetMlpConfig::new(50, vec![40], 3)
+                .with_epsilon(2.0)
+                .with_sparsity(sparsity)
+                .with_storage(storage)
+                .try_init(&device)
+                .map(|_| ())
+        };
+        let e = mlp(Sparsity::Dense, Some(Storage::Sparse)).unwrap_err();
         assert!(
-            e.contains("storage 'sparse' applies to sparse layers"),
+            e.to_string().contains("sparse storage needs sparse layers"),
             "{e}"
         );
-        assert!(check_storage(Sparsity::Dense, None).is_ok());
-        assert!(check_storage(Sparsity::Set, Some(Storage::Masked)).is_ok());
-        assert!(check_storage(Sparsity::FixProb, Some(Storage::Sparse)).is_ok());
+        assert!(mlp(Sparsity::Dense, None).is_ok());
+        assert!(mlp(Sparsity::Dense, Some(Storage::Masked)).is_ok());
+        assert!(mlp(Sparsity::Set, Some(Storage::Masked)).is_ok());
+        assert!(mlp(Sparsity::FixProb, Some(Storage::Sparse)).is_ok());
+        let head = SetHeadConfig::new(50, vec![40], 3)
+            .with_sparsity(Sparsity::Dense)
+            .with_storage(Some(Storage::Sparse))
+            .try_init(&device);
+        assert!(head.is_err());
     }
 
     #[test]

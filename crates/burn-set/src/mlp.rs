@@ -54,6 +54,9 @@ pub enum ModelConfigError {
     Topology(TopologyError),
     /// The dropout probability is not finite or not in `[0, 1)` (Burn's `Dropout` would panic).
     InvalidDropout(f64),
+    /// Sparse storage was asked of a dense model, whose layers are dense matrices (ignoring it
+    /// would misreport what ran; masked storage is how dense layers are stored anyway).
+    SparseDense,
 }
 
 impl fmt::Display for ModelConfigError {
@@ -63,6 +66,10 @@ impl fmt::Display for ModelConfigError {
             Self::InvalidDropout(p) => {
                 write!(f, "dropout must be finite and in [0, 1), got {p}")
             }
+            Self::SparseDense => write!(
+                f,
+                "sparse storage needs sparse layers; the dense model's layers are dense matrices"
+            ),
         }
     }
 }
@@ -71,7 +78,7 @@ impl std::error::Error for ModelConfigError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Self::Topology(e) => Some(e),
-            Self::InvalidDropout(_) => None,
+            Self::InvalidDropout(_) | Self::SparseDense => None,
         }
     }
 }
@@ -196,6 +203,9 @@ impl SetMlpConfig {
         device: &Device,
     ) -> Result<(Vec<HiddenBlock>, Linear), ModelConfigError> {
         check_dropout(self.dropout)?;
+        if (self.sparsity, self.storage) == (Sparsity::Dense, Some(Storage::Sparse)) {
+            return Err(ModelConfigError::SparseDense);
+        }
         let init = Initializer::XavierUniform { gain: 1.0 };
         let mut d_in = self.d_input;
         let mut hidden = Vec::with_capacity(self.hidden.len());

@@ -13,8 +13,9 @@ use std::collections::HashMap;
 use std::io::IsTerminal;
 
 /// One line per finished split (`epoch 3/10 train: Loss 0.412, Accuracy 87.31 %`), each
-/// metric's last value of the split (Burn sends the epoch's aggregate last), in the order the
-/// metrics were registered.
+/// metric's last value of the split (Burn sends the epoch's aggregate last), in the order Burn
+/// registers the metrics; an evaluation's test splits print `test 'name': …`. Nothing is
+/// printed while a split runs.
 #[derive(Debug, Default)]
 pub struct EpochLogRenderer {
     names: HashMap<MetricId, String>,
@@ -24,6 +25,8 @@ pub struct EpochLogRenderer {
     split: String,
     epoch: usize,
     epochs: usize,
+    /// In an evaluation's test split (no epoch).
+    testing: bool,
 }
 
 impl EpochLogRenderer {
@@ -43,8 +46,9 @@ impl EpochLogRenderer {
             .insert(entry.metric_id, entry.serialized_entry.formatted);
     }
 
-    /// The line for the split that just ended (`None` when no metric reported a value).
-    pub fn split_line(&mut self) -> Option<String> {
+    /// The line for the split that just ended (`None` when no metric reported a value); clears
+    /// the split's values.
+    fn split_line(&mut self) -> Option<String> {
         let values: Vec<String> = self
             .order
             .iter()
@@ -54,15 +58,12 @@ impl EpochLogRenderer {
             })
             .collect();
         self.values.clear();
-        (!values.is_empty()).then(|| {
-            format!(
-                "epoch {}/{} {}: {}",
-                self.epoch,
-                self.epochs,
-                self.split,
-                values.join(", ")
-            )
-        })
+        let at = if self.testing {
+            String::new()
+        } else {
+            format!("epoch {}/{} ", self.epoch, self.epochs)
+        };
+        (!values.is_empty()).then(|| format!("{at}{}: {}", self.split, values.join(", ")))
     }
 }
 
@@ -87,7 +88,12 @@ impl TrainingProgressLogger for EpochLogRenderer {
         self.epochs = total_epochs;
         self.epoch = starting_epoch.max(1);
         self.label = label.unwrap_or("training").to_string();
-        println!("{}: epochs {}..={total_epochs}", self.label, self.epoch);
+        self.testing = false;
+        if self.epoch <= total_epochs {
+            println!("{}: epochs {}..={total_epochs}", self.label, self.epoch);
+        } else {
+            println!("{}: all {total_epochs} epochs already done", self.label);
+        }
     }
 
     fn update_epoch(&mut self, epoch: usize) {
@@ -119,6 +125,7 @@ impl EvaluationProgressLogger for EpochLogRenderer {
 
     fn start_test(&mut self, name: &str, _total_items: usize) {
         self.split = format!("test '{name}'");
+        self.testing = true;
         self.values.clear();
     }
 
@@ -213,6 +220,12 @@ mod tests {
         assert_eq!(
             r.split_line().as_deref(),
             Some("epoch 4/10 train: Loss 0.4")
+        );
+        r.start_test("mnist", 10);
+        r.update_test(EvaluationName::new("mnist"), state("a", "90.0 %"));
+        assert_eq!(
+            r.split_line().as_deref(),
+            Some("test 'mnist': Accuracy 90.0 %")
         );
     }
 }

@@ -134,7 +134,6 @@ pub fn run_cnn(
 ) -> Result<CnnReport, String> {
     check_run(run.epochs, run.batch_size, &train, &test)?;
     check_sgd(run.lr, run.momentum, run.weight_decay)?;
-    crate::experiment::check_storage(run.model, run.storage)?;
     for (name, d) in [("train", &train), ("test", &test)] {
         if d.n_features != CIFAR10_FEATURES {
             return Err(format!(

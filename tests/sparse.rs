@@ -244,19 +244,60 @@ struct Pair {
     b: SparseSetLinear,
 }
 
+/// A model whose SET layer is the masked twin.
+#[derive(Module, Debug)]
+struct M1 {
+    l: SetLinear,
+}
+
+/// A model whose SET layer is the sparse twin.
+#[derive(Module, Debug)]
+struct M2 {
+    l: SparseSetLinear,
+}
+
+#[test]
+fn the_native_kernel_runs_the_evolved_structure() {
+    // the kernels' connection plans are cached by the index tensors' storage: after evolution
+    // the new structure must be the one computed
+    for device in cpu_devices() {
+        let (masked, sparse) = twins(&device);
+        let before = sparse.topology();
+        let x = Tensor::<2>::random([6, 50], Distribution::Normal(0.0, 1.0), &device);
+        let y = |m: &M1, s: &M2| {
+            (
+                floats(m.l.forward(x.clone())),
+                floats(s.l.forward(x.clone())),
+            )
+        };
+        let (mut m1, mut m2) = (M1 { l: masked }, M2 { l: sparse });
+        let (ym, ys) = y(&m1, &m2);
+        assert!(close(&ys, &ym));
+        let cb = SetCallback::new(EvolutionConfig::new().with_seed(9));
+        // the models before each evolution stay alive (with their plans) and keep working
+        let mut kept = vec![(m1.clone(), m2.clone(), ym)];
+        for epoch in 1..=2 {
+            m1 = cb.evolve(m1, epoch, 0, 5).0;
+            m2 = cb.evolve(m2, epoch, 0, 5).0;
+            assert_ne!(m2.l.topology(), before);
+            let (ym, ys) = y(&m1, &m2);
+            assert!(close(&ys, &ym), "{device:?}, after evolution {epoch}");
+            for (k1, k2, yk) in &kept {
+                let (ym, ys) = y(k1, k2);
+                assert!(
+                    close(&ys, &ym) && close(&ys, yk),
+                    "{device:?}, an earlier model"
+                );
+            }
+            kept.push((m1.clone(), m2.clone(), ym));
+        }
+    }
+}
+
 #[test]
 fn evolution_matches_masked_for_the_same_seed() {
     let device = dev();
     let (masked, sparse) = twins(&device);
-    // Two models whose first SET layer is the masked or the sparse twin.
-    #[derive(Module, Debug)]
-    struct M1 {
-        l: SetLinear,
-    }
-    #[derive(Module, Debug)]
-    struct M2 {
-        l: SparseSetLinear,
-    }
     let cb = SetCallback::new(EvolutionConfig::new().with_seed(9));
     let (m1, _) = cb.evolve(M1 { l: masked }, 1, 0, 5);
     let (m2, _) = cb.evolve(M2 { l: sparse }, 1, 0, 5);

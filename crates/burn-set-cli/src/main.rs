@@ -43,6 +43,7 @@ unsafe extern "C" {
     /// mimalloc's option setter (exported by the library `mimalloc` links).
     fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
     /// mimalloc's option getter.
+    #[cfg(test)]
     fn mi_option_get(option: std::ffi::c_int) -> std::ffi::c_long;
 }
 

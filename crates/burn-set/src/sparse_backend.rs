@@ -7,7 +7,7 @@
 #![allow(deprecated)] // burn-ndarray is deprecated upstream but still one of our CPU backends
 
 use crate::sparse_kernel;
-use crate::sparse_plan::{ConnectionPlan, Indices};
+use crate::sparse_plan::{ConnectionPlan, IndexStorage, Indices};
 #[cfg(feature = "flex")]
 use burn::backend::Flex;
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
@@ -110,32 +110,58 @@ fn as_any<T: Any>(t: &T) -> &dyn Any {
     t
 }
 
-/// The cached [`ConnectionPlan`] of the indices `rows → cols` of an `n_in × n_out` layer,
-/// read from the tensors' own storage on ndarray and flex (no copy), through a host copy
-/// elsewhere.
+/// The index tensors of a layer on ndarray, held by the plan cache.
+struct NdArrayIndices(NdArrayTensor, NdArrayTensor);
+
+impl IndexStorage for NdArrayIndices {
+    fn only_reference(&self) -> bool {
+        let unique = |t: &NdArrayTensor| match t {
+            NdArrayTensor::I64(s) => s.is_unique(),
+            NdArrayTensor::I32(s) => s.is_unique(),
+            _ => false,
+        };
+        unique(&self.0) && unique(&self.1)
+    }
+}
+
+/// The index tensors of a layer on flex, held by the plan cache.
+#[cfg(feature = "flex")]
+struct FlexIndices(FlexTensor, FlexTensor);
+
+#[cfg(feature = "flex")]
+impl IndexStorage for FlexIndices {
+    fn only_reference(&self) -> bool {
+        self.0.is_unique() && self.1.is_unique()
+    }
+}
+
+/// The cached [`ConnectionPlan`] of the indices `rows → cols` of an `n_in × n_out` layer:
+/// found by the tensors' storage on ndarray and flex (no read of the indices), by a
+/// fingerprint of a host copy elsewhere.
 pub(crate) fn connection_plan<B: Backend>(
     rows: &IntTensor<B>,
     cols: &IntTensor<B>,
     n_in: usize,
     n_out: usize,
 ) -> Arc<ConnectionPlan> {
-    let plan = |r: Indices<'_>, c: Indices<'_>| ConnectionPlan::cached(r, c, n_in, n_out);
     if let (Some(r), Some(c)) = (
         as_any(rows).downcast_ref::<NdArrayTensor>(),
         as_any(cols).downcast_ref::<NdArrayTensor>(),
     ) {
+        let held = || Box::new(NdArrayIndices(r.clone(), c.clone())) as Box<dyn IndexStorage>;
+        let plan = |ri, ci| ConnectionPlan::cached_in_storage(ri, ci, n_in, n_out, held);
         let slices = match (r, c) {
-            (NdArrayTensor::I64(r), NdArrayTensor::I64(c)) => {
-                let (vr, vc) = (r.view(), c.view());
+            (NdArrayTensor::I64(rs), NdArrayTensor::I64(cs)) => {
+                let (vr, vc) = (rs.view(), cs.view());
                 vr.as_slice()
                     .zip(vc.as_slice())
-                    .map(|(r, c)| plan(Indices::I64(r), Indices::I64(c)))
+                    .map(|(ri, ci)| plan(Indices::I64(ri), Indices::I64(ci)))
             }
-            (NdArrayTensor::I32(r), NdArrayTensor::I32(c)) => {
-                let (vr, vc) = (r.view(), c.view());
+            (NdArrayTensor::I32(rs), NdArrayTensor::I32(cs)) => {
+                let (vr, vc) = (rs.view(), cs.view());
                 vr.as_slice()
                     .zip(vc.as_slice())
-                    .map(|(r, c)| plan(Indices::I32(r), Indices::I32(c)))
+                    .map(|(ri, ci)| plan(Indices::I32(ri), Indices::I32(ci)))
             }
             _ => None,
         };
@@ -148,13 +174,27 @@ pub(crate) fn connection_plan<B: Backend>(
         as_any(rows).downcast_ref::<FlexTensor>(),
         as_any(cols).downcast_ref::<FlexTensor>(),
     ) {
-        if let (Some(r), Some(c)) = (r.as_slice::<i64>(), c.as_slice::<i64>()) {
-            return plan(Indices::I64(r), Indices::I64(c));
+        let held = || Box::new(FlexIndices(r.clone(), c.clone())) as Box<dyn IndexStorage>;
+        if let (Some(ri), Some(ci)) = (r.as_slice::<i64>(), c.as_slice::<i64>()) {
+            return ConnectionPlan::cached_in_storage(
+                Indices::I64(ri),
+                Indices::I64(ci),
+                n_in,
+                n_out,
+                held,
+            );
         }
-        if let (Some(r), Some(c)) = (r.as_slice::<i32>(), c.as_slice::<i32>()) {
-            return plan(Indices::I32(r), Indices::I32(c));
+        if let (Some(ri), Some(ci)) = (r.as_slice::<i32>(), c.as_slice::<i32>()) {
+            return ConnectionPlan::cached_in_storage(
+                Indices::I32(ri),
+                Indices::I32(ci),
+                n_in,
+                n_out,
+                held,
+            );
         }
     }
+    let plan = |r: Indices<'_>, c: Indices<'_>| ConnectionPlan::cached(r, c, n_in, n_out);
     let host = |t: &IntTensor<B>| -> Vec<i64> {
         read_sync(B::int_into_data(t.clone()))
             .expect("reading a CPU tensor")

@@ -4,10 +4,19 @@
 //!
 //! A layer's structure changes only when SET evolves it (once an epoch), but the kernels ran a
 //! counting sort of the indices on every step, as long as the product itself at 1,000 neurons
-//! and most of it at 10,000. The cache is keyed by a 128-bit XXH3 fingerprint of the indices
-//! (and the layer's shape), so any change of structure, by evolution, loading a record or a
-//! user's edit, gives a new plan; a step pays one sequential read of the indices, from the
-//! tensors' own storage on ndarray and flex (no copy).
+//! and most of it at 10,000. Two kinds of keys find a cached plan:
+//! - **the indices' storage** ([`ConnectionPlan::cached_in_storage`], ndarray and flex): the
+//!   address and length of the two index slices, while the cache holds a reference to that
+//!   storage ([`IndexStorage`]). Held, the storage can neither be freed and reused for other
+//!   indices nor written in place (both backends copy shared storage before writing to it), so
+//!   the same address means the same indices. Evolution, loading a record or a user's edit
+//!   makes new index tensors, hence new storage and a new plan; an entry whose storage nothing
+//!   else refers to any more (the layer has moved on) is dropped at the next lookup, so a
+//!   stale structure's plan does not outlive it. A step pays no read of the indices.
+//! - **a 128-bit XXH3 fingerprint** of the indices and the layer's shape
+//!   ([`ConnectionPlan::cached`]), for host copies (other backends): any change of structure
+//!   gives a new fingerprint. Hashing the indices of a 10,000-neuron MLP took ~2 % of its
+//!   step, on one core, which is why the storage key exists.
 
 use std::sync::{Arc, Mutex};
 use xxhash_rust::xxh3::Xxh3;
@@ -201,31 +210,103 @@ impl ConnectionPlan {
         self.by_output.other.len()
     }
 
-    /// The plan of these indices from the cache, built (and cached) on a miss.
+    /// The plan of these indices from the cache, keyed by a fingerprint of their contents;
+    /// built (and cached) on a miss.
     pub fn cached(rows: Indices<'_>, cols: Indices<'_>, n_in: usize, n_out: usize) -> Arc<Self> {
-        let key = fingerprint(rows, cols, n_in, n_out);
-        {
-            let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(at) = cache.iter().position(|(k, _)| *k == key) {
-                let hit = cache.remove(at);
-                let plan = hit.1.clone();
-                cache.insert(0, hit);
-                return plan;
-            }
-        }
-        let plan = Arc::new(Self::new(rows, cols, n_in, n_out));
-        let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
-        cache.insert(0, (key, plan.clone()));
-        cache.truncate(CACHED_PLANS);
-        plan
+        let key = Key::Content(fingerprint(rows, cols, n_in, n_out));
+        lookup(key, || None, || Self::new(rows, cols, n_in, n_out))
+    }
+
+    /// The plan of these indices from the cache, keyed by where they are stored: `rows` and
+    /// `cols` must be slices of the storage that `storage` holds a reference to (it is only
+    /// called on a miss, and kept with the plan). See the [module docs](self) for why the
+    /// address identifies the indices. Built (and cached) on a miss.
+    pub fn cached_in_storage(
+        rows: Indices<'_>,
+        cols: Indices<'_>,
+        n_in: usize,
+        n_out: usize,
+        storage: impl FnOnce() -> Box<dyn IndexStorage>,
+    ) -> Arc<Self> {
+        let at = |i: Indices<'_>| i.bytes().as_ptr() as usize;
+        let key = Key::Storage {
+            at: [at(rows), at(cols)],
+            len: [rows.len(), cols.len()],
+            width: [rows.width(), cols.width()],
+            shape: [n_in, n_out],
+        };
+        lookup(
+            key,
+            || Some(storage()),
+            || Self::new(rows, cols, n_in, n_out),
+        )
     }
 }
 
+/// A reference to the storage of a layer's index tensors, kept by the plan cache with a
+/// storage-keyed plan ([`ConnectionPlan::cached_in_storage`]).
+pub trait IndexStorage: Send + Sync {
+    /// Whether this is the only reference left to the storage (so nothing can look the plan
+    /// up any more).
+    fn only_reference(&self) -> bool;
+}
+
+/// What finds a cached plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Key {
+    /// A fingerprint of the indices and the layer's shape.
+    Content(u128),
+    /// Where the indices are stored (kept alive by the entry), and the layer's shape.
+    Storage {
+        at: [usize; 2],
+        len: [usize; 2],
+        width: [u8; 2],
+        shape: [usize; 2],
+    },
+}
+
+/// A cached plan: its key, the plan, and the storage a storage key refers to.
+struct Entry {
+    key: Key,
+    plan: Arc<ConnectionPlan>,
+    storage: Option<Box<dyn IndexStorage>>,
+}
+
 /// Plans kept, most recently used first: a few layers' current structures (an evolution makes
-/// new ones; the old ones fall out).
+/// new ones; the old ones are dropped once their storage is, or fall out).
 const CACHED_PLANS: usize = 8;
 
-static CACHE: Mutex<Vec<(u128, Arc<ConnectionPlan>)>> = Mutex::new(Vec::new());
+static CACHE: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
+
+/// The cached plan of `key`, else `build()`'s, cached with `storage()` (the storage a storage
+/// key refers to).
+/// Entries whose storage nothing else refers to are dropped first.
+fn lookup(
+    key: Key,
+    storage: impl FnOnce() -> Option<Box<dyn IndexStorage>>,
+    build: impl FnOnce() -> ConnectionPlan,
+) -> Arc<ConnectionPlan> {
+    {
+        let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+        cache.retain(|e| !e.storage.as_ref().is_some_and(|s| s.only_reference()));
+        if let Some(at) = cache.iter().position(|e| e.key == key) {
+            let hit = cache.remove(at);
+            let plan = hit.plan.clone();
+            cache.insert(0, hit);
+            return plan;
+        }
+    }
+    let plan = Arc::new(build());
+    let entry = Entry {
+        key,
+        plan: plan.clone(),
+        storage: storage(),
+    };
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    cache.insert(0, entry);
+    cache.truncate(CACHED_PLANS);
+    plan
+}
 
 fn fingerprint(rows: Indices<'_>, cols: Indices<'_>, n_in: usize, n_out: usize) -> u128 {
     let mut h = Xxh3::new();
@@ -272,6 +353,46 @@ mod tests {
         // same indices, other shape: another plan
         let d = ConnectionPlan::cached(Indices::I32(&rows), Indices::I32(&[2, 0, 1]), 2, 4);
         assert!(!Arc::ptr_eq(&a, &d));
+    }
+
+    /// Storage whose other references are counted by an `Arc`.
+    struct Held(Arc<()>);
+
+    impl IndexStorage for Held {
+        fn only_reference(&self) -> bool {
+            Arc::strong_count(&self.0) == 1
+        }
+    }
+
+    #[test]
+    fn a_storage_keyed_plan_is_found_by_address_and_dropped_with_its_storage() {
+        let rows = vec![0i64, 1, 1];
+        let cols = vec![2i64, 0, 1];
+        // each layer's reference to its index storage
+        let layer = Arc::new(());
+        let other = Arc::new(());
+        let lookup = |r: &[i64], c: &[i64], n_out, layer: &Arc<()>| {
+            let storage = || Box::new(Held(layer.clone())) as Box<dyn IndexStorage>;
+            ConnectionPlan::cached_in_storage(Indices::I64(r), Indices::I64(c), 2, n_out, storage)
+        };
+        let a = lookup(&rows, &cols, 3, &layer);
+        assert!(Arc::ptr_eq(&a, &lookup(&rows, &cols, 3, &layer)));
+        assert_eq!(a.by_output.offsets, vec![0, 1, 2, 3]);
+        // the same values elsewhere, a part of the storage, another shape: other keys
+        let copy = rows.clone();
+        assert!(!Arc::ptr_eq(&a, &lookup(&copy, &cols, 3, &other)));
+        assert!(!Arc::ptr_eq(&a, &lookup(&rows[..2], &cols[..2], 3, &other)));
+        assert!(!Arc::ptr_eq(&a, &lookup(&rows, &cols, 4, &other)));
+        // no content key finds it either
+        assert!(!Arc::ptr_eq(
+            &a,
+            &ConnectionPlan::cached(Indices::I64(&rows), Indices::I64(&cols), 2, 3)
+        ));
+        // the layer lets go of its storage: the next lookup drops the entry that held it
+        assert_eq!(Arc::strong_count(&a), 2, "the cache holds the plan");
+        drop(layer);
+        ConnectionPlan::cached(Indices::I64(&[0]), Indices::I64(&[0]), 1, 1);
+        assert_eq!(Arc::strong_count(&a), 1, "the cache still holds the plan");
     }
 
     #[test]

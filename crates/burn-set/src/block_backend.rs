@@ -15,7 +15,7 @@
 
 use crate::dropout::bernoulli_mask;
 use crate::sparse_backend::{HostFloats, connection_plan, dims2, floats, write_feature_major};
-use crate::sparse_kernel::{self, rows_per_task, written};
+use crate::sparse_kernel::{self, rows_per_task};
 use crate::sparse_plan::ConnectionPlan;
 use crate::srelu_backend::{SRELU_TASKS_PER_THREAD, srelu_grads, srelu_value};
 #[cfg(feature = "flex")]
@@ -155,35 +155,30 @@ pub fn block_forward_host(
     dropout: Option<BlockDropout>,
 ) -> BlockHost {
     let d_output = bias.len();
-    let mut zt = sparse_kernel::forward_t(xt, batch, values, plan);
     let mask = dropout.map(|d| bernoulli_mask(d_output * batch, d.keep, d.seed));
     if batch == 0 {
+        let zt = sparse_kernel::forward_t(xt, batch, values, plan);
         let yt = vec![0f32; zt.len()];
         return BlockHost { zt, mask, yt };
     }
-    let per = rows_per_task(d_output, SRELU_TASKS_PER_THREAD) * batch;
     let fma = sparse_kernel::has_fma();
-    let yt = written(zt.len(), |yt| {
-        yt.par_chunks_mut(per)
-            .zip(zt.par_chunks_mut(per))
-            .enumerate()
-            .for_each(|(t, (yc, zc))| {
-                let rows = ForwardRows {
-                    first: t * per / batch,
-                    batch,
-                    bias,
-                    params,
-                    mask: mask.as_deref(),
-                };
-                #[cfg(target_arch = "x86_64")]
-                if fma {
-                    // SAFETY: the CPU has AVX2 and FMA (checked above).
-                    unsafe { forward_rows_avx2(yc, zc, rows) };
-                    return;
-                }
-                let _ = fma;
-                forward_rows(yc, zc, rows);
-            })
+    // bias, SReLU and dropout on each task's rows right after the product
+    let (zt, yt) = sparse_kernel::forward_t_then(xt, batch, values, plan, |first, zc, yc| {
+        let rows = ForwardRows {
+            first,
+            batch,
+            bias,
+            params,
+            mask: mask.as_deref(),
+        };
+        #[cfg(target_arch = "x86_64")]
+        if fma {
+            // SAFETY: the CPU has AVX2 and FMA (checked above).
+            unsafe { forward_rows_avx2(yc, zc, rows) };
+            return;
+        }
+        let _ = fma;
+        forward_rows(yc, zc, rows);
     });
     BlockHost { zt, mask, yt }
 }

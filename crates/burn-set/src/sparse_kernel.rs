@@ -660,17 +660,70 @@ pub fn forward_t(xt: &[f32], batch: usize, values: &[f32], plan: &ConnectionPlan
     written(plan.n_out * batch, |out| {
         out.par_chunks_mut(per * batch)
             .enumerate()
-            .for_each(|(t, chunk)| {
-                #[cfg(target_arch = "x86_64")]
-                if fma {
-                    // SAFETY: the CPU has AVX2 and FMA (checked above).
-                    unsafe { gather_axpy_avx2(chunk, t * per, batch, groups, &w, xt) };
-                    return;
-                }
-                let _ = fma;
-                gather_axpy::<false>(chunk, t * per, batch, groups, &w, xt);
-            })
+            .for_each(|(t, chunk)| product_rows(chunk, t * per, batch, groups, &w, xt, fma))
     })
+}
+
+/// [`forward_t`] followed, in each parallel task while its rows are still in the cache, by
+/// `then(first, z, y)`: `z` is the task's rows of the product (from row `first`), which
+/// `then` may change in place, and `y` the same rows of a second `[n_out, batch]` output,
+/// every value of which `then` must write. Returns both outputs. (A separate pass over the
+/// product re-read it from memory on large layers, and was one more fork-join of the
+/// threads per call.)
+pub fn forward_t_then(
+    xt: &[f32],
+    batch: usize,
+    values: &[f32],
+    plan: &ConnectionPlan,
+    then: impl Fn(usize, &mut [f32], &mut [MaybeUninit<f32>]) + Sync,
+) -> (Vec<f32>, Vec<f32>) {
+    check_shapes(xt, batch, values, plan);
+    let groups = &plan.by_output;
+    let n = plan.n_out * batch;
+    if n == 0 {
+        return (Vec::new(), Vec::new());
+    }
+    let w = groups.arrange(values);
+    let per = rows_per_task(plan.n_out, KERNEL_TASKS_PER_THREAD);
+    let fma = has_fma();
+    let mut second = Vec::new();
+    let first = written(n, |z| {
+        second = written(n, |y| {
+            z.par_chunks_mut(per * batch)
+                .zip(y.par_chunks_mut(per * batch))
+                .enumerate()
+                .for_each(|(t, (zc, yc))| {
+                    product_rows(zc, t * per, batch, groups, &w, xt, fma);
+                    // SAFETY: `product_rows` has written every value of `zc` (its rows'
+                    // blocks and tails), so it is an initialised `[f32]` of the same length.
+                    let zc = unsafe {
+                        std::slice::from_raw_parts_mut(zc.as_mut_ptr().cast::<f32>(), zc.len())
+                    };
+                    then(t * per, zc, yc);
+                })
+        })
+    });
+    (first, second)
+}
+
+/// The forward product's rows `first..` (`out`: whole rows), with AVX2 + FMA where `fma`.
+fn product_rows(
+    out: &mut [MaybeUninit<f32>],
+    first: usize,
+    b: usize,
+    groups: &Grouping,
+    w: &[f32],
+    src: &[f32],
+    fma: bool,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if fma {
+        // SAFETY: `fma` is `has_fma()`: the CPU has AVX2 and FMA.
+        unsafe { gather_axpy_avx2(out, first, b, groups, w, src) };
+        return;
+    }
+    let _ = fma;
+    gather_axpy::<false>(out, first, b, groups, w, src);
 }
 
 /// A vector of `n` floats, every one of which `write_all` writes (the kernels write each

@@ -295,6 +295,31 @@ fn the_native_kernel_runs_the_evolved_structure() {
 }
 
 #[test]
+fn loaded_models_run_their_own_structures() {
+    // hidden layers of equal shapes and sizes, loaded from a file (ndarray borrows the file's
+    // bytes, which a clone copies: no plan may be found by such a copy's address)
+    use burn_set::load::load_file;
+    use burn_set::mlp::SetMlpConfig;
+    for device in cpu_devices() {
+        let config = SetMlpConfig::new(20, vec![24, 24, 24], 4)
+            .with_storage(Some(Storage::Sparse))
+            .with_epsilon(3.0)
+            .with_seed(5);
+        let model = config.init(&device);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.bpk");
+        model.clone().save_file(&path).unwrap();
+        let loaded = load_file(config.init(&device), &path).unwrap();
+        let x = Tensor::<2>::random([5, 20], Distribution::Normal(0.0, 1.0), &device);
+        let want = floats(model.forward(x.clone()));
+        for step in 0..4 {
+            let y = floats(loaded.forward(x.clone()));
+            assert!(close(&y, &want), "{device:?}, forward {step}");
+        }
+    }
+}
+
+#[test]
 fn evolution_matches_masked_for_the_same_seed() {
     let device = dev();
     let (masked, sparse) = twins(&device);

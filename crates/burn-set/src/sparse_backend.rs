@@ -110,7 +110,17 @@ fn as_any<T: Any>(t: &T) -> &dyn Any {
     t
 }
 
-/// The index tensors of a layer on ndarray, held by the plan cache.
+/// An ndarray index tensor's values, read in place, and whether its storage is its own array
+/// (not borrowed from a loaded file's bytes, which a clone copies elsewhere).
+fn ndarray_indices(t: &NdArrayTensor) -> Option<(Indices<'_>, bool)> {
+    match t {
+        NdArrayTensor::I64(s) => s.view().to_slice().map(|v| (Indices::I64(v), s.is_owned())),
+        NdArrayTensor::I32(s) => s.view().to_slice().map(|v| (Indices::I32(v), s.is_owned())),
+        _ => None,
+    }
+}
+
+/// The index tensors of a layer on ndarray (their own arrays), held by the plan cache.
 struct NdArrayIndices(NdArrayTensor, NdArrayTensor);
 
 impl IndexStorage for NdArrayIndices {
@@ -122,9 +132,22 @@ impl IndexStorage for NdArrayIndices {
         };
         unique(&self.0) && unique(&self.1)
     }
+
+    fn addresses(&self) -> [usize; 2] {
+        let at = |t| ndarray_indices(t).map_or(0, |(i, _)| i.address());
+        [at(&self.0), at(&self.1)]
+    }
 }
 
-/// The index tensors of a layer on flex, held by the plan cache.
+/// A flex index tensor's values, read in place.
+#[cfg(feature = "flex")]
+fn flex_indices(t: &FlexTensor) -> Option<Indices<'_>> {
+    t.as_slice::<i64>()
+        .map(Indices::I64)
+        .or_else(|| t.as_slice::<i32>().map(Indices::I32))
+}
+
+/// The index tensors of a layer on flex, held by the plan cache (a clone shares the storage).
 #[cfg(feature = "flex")]
 struct FlexIndices(FlexTensor, FlexTensor);
 
@@ -133,11 +156,17 @@ impl IndexStorage for FlexIndices {
     fn only_reference(&self) -> bool {
         self.0.is_unique() && self.1.is_unique()
     }
+
+    fn addresses(&self) -> [usize; 2] {
+        let at = |t| flex_indices(t).map_or(0, |i| i.address());
+        [at(&self.0), at(&self.1)]
+    }
 }
 
 /// The cached [`ConnectionPlan`] of the indices `rows → cols` of an `n_in × n_out` layer:
-/// found by the tensors' storage on ndarray and flex (no read of the indices), by a
-/// fingerprint of a host copy elsewhere.
+/// found by the tensors' storage on flex and for ndarray's own arrays (no read of the
+/// indices), by a fingerprint of the indices elsewhere (read in place for ndarray storage
+/// borrowed from a loaded file, through a host copy on other backends).
 pub(crate) fn connection_plan<B: Backend>(
     rows: &IntTensor<B>,
     cols: &IntTensor<B>,
@@ -147,52 +176,22 @@ pub(crate) fn connection_plan<B: Backend>(
     if let (Some(r), Some(c)) = (
         as_any(rows).downcast_ref::<NdArrayTensor>(),
         as_any(cols).downcast_ref::<NdArrayTensor>(),
-    ) {
-        let held = || Box::new(NdArrayIndices(r.clone(), c.clone())) as Box<dyn IndexStorage>;
-        let plan = |ri, ci| ConnectionPlan::cached_in_storage(ri, ci, n_in, n_out, held);
-        let slices = match (r, c) {
-            (NdArrayTensor::I64(rs), NdArrayTensor::I64(cs)) => {
-                let (vr, vc) = (rs.view(), cs.view());
-                vr.as_slice()
-                    .zip(vc.as_slice())
-                    .map(|(ri, ci)| plan(Indices::I64(ri), Indices::I64(ci)))
-            }
-            (NdArrayTensor::I32(rs), NdArrayTensor::I32(cs)) => {
-                let (vr, vc) = (rs.view(), cs.view());
-                vr.as_slice()
-                    .zip(vc.as_slice())
-                    .map(|(ri, ci)| plan(Indices::I32(ri), Indices::I32(ci)))
-            }
-            _ => None,
-        };
-        if let Some(p) = slices {
-            return p;
+    ) && let (Some((ri, r_own)), Some((ci, c_own))) = (ndarray_indices(r), ndarray_indices(c))
+    {
+        if r_own && c_own {
+            let held = || Box::new(NdArrayIndices(r.clone(), c.clone())) as Box<dyn IndexStorage>;
+            return ConnectionPlan::cached_in_storage(ri, ci, n_in, n_out, held);
         }
+        return ConnectionPlan::cached(ri, ci, n_in, n_out);
     }
     #[cfg(feature = "flex")]
     if let (Some(r), Some(c)) = (
         as_any(rows).downcast_ref::<FlexTensor>(),
         as_any(cols).downcast_ref::<FlexTensor>(),
-    ) {
+    ) && let (Some(ri), Some(ci)) = (flex_indices(r), flex_indices(c))
+    {
         let held = || Box::new(FlexIndices(r.clone(), c.clone())) as Box<dyn IndexStorage>;
-        if let (Some(ri), Some(ci)) = (r.as_slice::<i64>(), c.as_slice::<i64>()) {
-            return ConnectionPlan::cached_in_storage(
-                Indices::I64(ri),
-                Indices::I64(ci),
-                n_in,
-                n_out,
-                held,
-            );
-        }
-        if let (Some(ri), Some(ci)) = (r.as_slice::<i32>(), c.as_slice::<i32>()) {
-            return ConnectionPlan::cached_in_storage(
-                Indices::I32(ri),
-                Indices::I32(ci),
-                n_in,
-                n_out,
-                held,
-            );
-        }
+        return ConnectionPlan::cached_in_storage(ri, ci, n_in, n_out, held);
     }
     let plan = |r: Indices<'_>, c: Indices<'_>| ConnectionPlan::cached(r, c, n_in, n_out);
     let host = |t: &IntTensor<B>| -> Vec<i64> {

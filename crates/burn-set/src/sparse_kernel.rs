@@ -670,7 +670,7 @@ pub fn forward_t(xt: &[f32], batch: usize, values: &[f32], plan: &ConnectionPlan
 /// every value of which `then` must write. Returns both outputs. (A separate pass over the
 /// product re-read it from memory on large layers, and was one more fork-join of the
 /// threads per call.)
-pub fn forward_t_then(
+pub(crate) fn forward_t_then(
     xt: &[f32],
     batch: usize,
     values: &[f32],
@@ -934,6 +934,43 @@ mod tests {
                 .collect();
             close(&gw.unwrap(), &want_gw);
         }
+    }
+
+    #[test]
+    fn forward_then_sees_every_task_rows_once_from_its_first_row() {
+        // one thread: tasks of several rows (where `first` matters), a tail batch, and empties
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            for (b, n_out) in [(3, 40), (70, 19), (64, 1)] {
+                let c = case(b, 23, n_out, 3 * n_out, true, 5);
+                let xt = transpose(&c.x, c.b, c.n_in);
+                let want = forward_t(&xt, b, &c.w, &c.plan());
+                let (z, y) = forward_t_then(&xt, b, &c.w, &c.plan(), |first, zc, yc| {
+                    assert_eq!(zc.len(), yc.len());
+                    assert_eq!(zc.len() % b, 0);
+                    for (k, (z, y)) in zc.iter_mut().zip(yc.iter_mut()).enumerate() {
+                        let row = first + k / b;
+                        y.write(*z + 1000.0 * row as f32);
+                        *z = -*z;
+                    }
+                });
+                let back: Vec<f32> = want.iter().map(|v| -v).collect();
+                assert_eq!(z, back, "b {b}, n_out {n_out}");
+                for (k, (y, w)) in y.iter().zip(&want).enumerate() {
+                    assert_eq!(*y, w + 1000.0 * (k / b) as f32, "b {b}, n_out {n_out}, {k}");
+                }
+            }
+            for (b, n_out) in [(0, 5), (4, 0)] {
+                let c = case(b, 3, n_out, 0, false, 1);
+                let xt = vec![0f32; 3 * b];
+                let (z, y) =
+                    forward_t_then(&xt, b, &c.w, &c.plan(), |_, _, _| panic!("no rows to see"));
+                assert!(z.is_empty() && y.is_empty());
+            }
+        });
     }
 
     /// Wider layers, an odd batch: against a connection-by-connection reference.

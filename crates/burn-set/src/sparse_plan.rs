@@ -5,18 +5,22 @@
 //! A layer's structure changes only when SET evolves it (once an epoch), but the kernels ran a
 //! counting sort of the indices on every step, as long as the product itself at 1,000 neurons
 //! and most of it at 10,000. Two kinds of keys find a cached plan:
-//! - **the indices' storage** ([`ConnectionPlan::cached_in_storage`], ndarray and flex): the
-//!   address and length of the two index slices, while the cache holds a reference to that
-//!   storage ([`IndexStorage`]). Held, the storage can neither be freed and reused for other
-//!   indices nor written in place (both backends copy shared storage before writing to it), so
-//!   the same address means the same indices. Evolution, loading a record or a user's edit
-//!   makes new index tensors, hence new storage and a new plan; an entry whose storage nothing
-//!   else refers to any more (the layer has moved on) is dropped at the next lookup, so a
-//!   stale structure's plan does not outlive it. A step pays no read of the indices.
+//! - **the indices' storage** ([`ConnectionPlan::cached_in_storage`]; flex, and ndarray's own
+//!   arrays): the address and length of the two index slices, their element width and the
+//!   layer's shape, while the cache holds a reference to that storage ([`IndexStorage`]).
+//!   Held, the storage can neither be freed and reused for other indices nor written in place
+//!   (both backends copy shared storage before writing to it), so the same address means the
+//!   same indices. The reference must pin the very storage the slices are in: ndarray's
+//!   storage borrowed from a loaded file is copied when cloned, so it takes the fingerprint
+//!   instead, and a reference that does not point at the keyed addresses is not cached by
+//!   storage. Evolution, loading a record or a user's edit makes new index tensors, hence new
+//!   storage and a new plan. Each lookup first drops the entries whose storage nothing else
+//!   refers to any more (their layer has moved on), so a stale structure's plan does not wait
+//!   for the least-recently-used eviction. A step pays no read of the indices.
 //! - **a 128-bit XXH3 fingerprint** of the indices and the layer's shape
-//!   ([`ConnectionPlan::cached`]), for host copies (other backends): any change of structure
-//!   gives a new fingerprint. Hashing the indices of a 10,000-neuron MLP took ~2 % of its
-//!   step, on one core, which is why the storage key exists.
+//!   ([`ConnectionPlan::cached`]) otherwise: any change of structure gives a new fingerprint.
+//!   Hashing the indices of a 10,000-neuron MLP took ~2 % of its step, on one core, which is
+//!   why the storage key exists.
 
 use std::sync::{Arc, Mutex};
 use xxhash_rust::xxh3::Xxh3;
@@ -43,6 +47,11 @@ impl Indices<'_> {
             Self::I32(v) => v[k] as i64,
             Self::I64(v) => v[k],
         }
+    }
+
+    /// Where the indices are stored.
+    pub fn address(&self) -> usize {
+        self.bytes().as_ptr() as usize
     }
 
     fn bytes(&self) -> &[u8] {
@@ -219,8 +228,10 @@ impl ConnectionPlan {
 
     /// The plan of these indices from the cache, keyed by where they are stored: `rows` and
     /// `cols` must be slices of the storage that `storage` holds a reference to (it is only
-    /// called on a miss, and kept with the plan). See the [module docs](self) for why the
-    /// address identifies the indices. Built (and cached) on a miss.
+    /// called on a miss, and kept with the plan; if its
+    /// [`addresses`](IndexStorage::addresses) are not those of `rows` and `cols`, the plan is
+    /// built but not cached). See the [module docs](self) for why the address identifies the
+    /// indices. Built (and cached) on a miss.
     pub fn cached_in_storage(
         rows: Indices<'_>,
         cols: Indices<'_>,
@@ -228,9 +239,8 @@ impl ConnectionPlan {
         n_out: usize,
         storage: impl FnOnce() -> Box<dyn IndexStorage>,
     ) -> Arc<Self> {
-        let at = |i: Indices<'_>| i.bytes().as_ptr() as usize;
         let key = Key::Storage {
-            at: [at(rows), at(cols)],
+            at: [rows.address(), cols.address()],
             len: [rows.len(), cols.len()],
             width: [rows.width(), cols.width()],
             shape: [n_in, n_out],
@@ -249,6 +259,9 @@ pub trait IndexStorage: Send + Sync {
     /// Whether this is the only reference left to the storage (so nothing can look the plan
     /// up any more).
     fn only_reference(&self) -> bool;
+
+    /// The addresses of the rows and the columns this reference keeps alive.
+    fn addresses(&self) -> [usize; 2];
 }
 
 /// What finds a cached plan.
@@ -286,25 +299,45 @@ fn lookup(
     storage: impl FnOnce() -> Option<Box<dyn IndexStorage>>,
     build: impl FnOnce() -> ConnectionPlan,
 ) -> Arc<ConnectionPlan> {
+    let stale: Vec<Entry>;
     {
         let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
-        cache.retain(|e| !e.storage.as_ref().is_some_and(|s| s.only_reference()));
+        let all = std::mem::take(&mut *cache);
+        let (released, live): (Vec<_>, Vec<_>) = all
+            .into_iter()
+            .partition(|e| e.storage.as_ref().is_some_and(|s| s.only_reference()));
+        *cache = live;
+        stale = released;
         if let Some(at) = cache.iter().position(|e| e.key == key) {
             let hit = cache.remove(at);
             let plan = hit.plan.clone();
             cache.insert(0, hit);
+            drop(cache);
+            drop(stale); // freed outside the lock
             return plan;
         }
     }
+    drop(stale);
     let plan = Arc::new(build());
+    let storage = storage();
+    if let (Key::Storage { at, .. }, Some(s)) = (key, &storage)
+        && s.addresses() != at
+    {
+        // not the storage the indices are in: the address would not stay theirs
+        return plan;
+    }
     let entry = Entry {
         key,
         plan: plan.clone(),
-        storage: storage(),
+        storage,
     };
-    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
-    cache.insert(0, entry);
-    cache.truncate(CACHED_PLANS);
+    let evicted = {
+        let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+        cache.insert(0, entry);
+        let keep = CACHED_PLANS.min(cache.len());
+        cache.split_off(keep)
+    };
+    drop(evicted);
     plan
 }
 
@@ -356,11 +389,15 @@ mod tests {
     }
 
     /// Storage whose other references are counted by an `Arc`.
-    struct Held(Arc<()>);
+    struct Held(Arc<()>, [usize; 2]);
 
     impl IndexStorage for Held {
         fn only_reference(&self) -> bool {
             Arc::strong_count(&self.0) == 1
+        }
+
+        fn addresses(&self) -> [usize; 2] {
+            self.1
         }
     }
 
@@ -372,7 +409,8 @@ mod tests {
         let layer = Arc::new(());
         let other = Arc::new(());
         let lookup = |r: &[i64], c: &[i64], n_out, layer: &Arc<()>| {
-            let storage = || Box::new(Held(layer.clone())) as Box<dyn IndexStorage>;
+            let at = [r.as_ptr() as usize, c.as_ptr() as usize];
+            let storage = || Box::new(Held(layer.clone(), at)) as Box<dyn IndexStorage>;
             ConnectionPlan::cached_in_storage(Indices::I64(r), Indices::I64(c), 2, n_out, storage)
         };
         let a = lookup(&rows, &cols, 3, &layer);
@@ -389,10 +427,36 @@ mod tests {
             &ConnectionPlan::cached(Indices::I64(&rows), Indices::I64(&cols), 2, 3)
         ));
         // the layer lets go of its storage: the next lookup drops the entry that held it
-        assert_eq!(Arc::strong_count(&a), 2, "the cache holds the plan");
         drop(layer);
         ConnectionPlan::cached(Indices::I64(&[0]), Indices::I64(&[0]), 1, 1);
-        assert_eq!(Arc::strong_count(&a), 1, "the cache still holds the plan");
+        assert_eq!(
+            Arc::strong_count(&a),
+            1,
+            "the cache did not release the plan"
+        );
+    }
+
+    #[test]
+    fn storage_that_is_not_where_the_indices_are_keys_nothing() {
+        let (rows, cols) = (vec![0i64, 1], vec![1i64, 0]);
+        let layer = Arc::new(());
+        // a reference to a copy: the keyed address would not be pinned
+        let lookup = || {
+            ConnectionPlan::cached_in_storage(
+                Indices::I64(&rows),
+                Indices::I64(&cols),
+                2,
+                2,
+                || Box::new(Held(layer.clone(), [1, 2])) as Box<dyn IndexStorage>,
+            )
+        };
+        let a = lookup();
+        assert_eq!(a.by_output.offsets, vec![0, 1, 2]);
+        assert!(
+            !Arc::ptr_eq(&a, &lookup()),
+            "cached under an unpinned address"
+        );
+        assert_eq!(Arc::strong_count(&layer), 1, "the cache kept the reference");
     }
 
     #[test]

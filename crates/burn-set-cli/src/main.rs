@@ -35,30 +35,6 @@ mod rbm;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// mimalloc's `mi_option_purge_delay` (its `mi_option_t` index in mimalloc v2 and v3; the
-/// Rust bindings do not name it).
-const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
-
-unsafe extern "C" {
-    /// mimalloc's option setter (exported by the library `mimalloc` links).
-    fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
-    /// mimalloc's option getter.
-    #[cfg(test)]
-    fn mi_option_get(option: std::ffi::c_int) -> std::ffi::c_long;
-}
-
-/// Tells mimalloc never to hand freed memory back to the kernel. By default it purges memory
-/// unused for a second, and a training step frees and reallocates the same large activation
-/// buffers every step: each came back as fresh pages that the kernel zeroed on first touch
-/// (13,000 page faults in one epoch of a 784-10000-10000-10000-10 sparse SET-MLP, against
-/// 400 without purging; the epoch 4–6 % faster at 10,000–30,000 neurons and 18 % at 100,000,
-/// for a 10 % higher peak resident memory there). A training process's memory is then its
-/// peak, which is what the benchmarks report anyway.
-fn keep_freed_memory() {
-    // SAFETY: `mi_option_set` only stores an option value; any index and value are accepted.
-    unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
-}
-
 /// The paper's SGD settings, shared by `mlp`, `cnn` and `rbm`.
 #[derive(Args, Debug, Clone, Copy)]
 pub struct SgdArgs {
@@ -315,7 +291,6 @@ fn plot_scale(input: &std::path::Path, out: &std::path::Path) -> Result<(), Stri
 }
 
 fn main() -> ExitCode {
-    keep_freed_memory();
     let cli = Cli::parse();
     // Everything runs on a worker of a rayon pool, so the host kernels' parallel loops start
     // on the calling thread and are stolen by the others, instead of being queued from
@@ -375,22 +350,5 @@ fn run(cli: Cli) -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn purging_is_switched_off_at_the_option_mimalloc_reads_as_purge_delay() {
-        // SAFETY: reading an option value.
-        let get = || unsafe { mi_option_get(MI_OPTION_PURGE_DELAY) };
-        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-            // mimalloc v3's default purge delay (ms): index 15 is that option
-            assert_eq!(get(), 1000);
-        }
-        keep_freed_memory();
-        assert_eq!(get(), -1);
     }
 }

@@ -19,7 +19,7 @@
 //!   for the least-recently-used eviction. A step pays no read of the indices.
 //! - **a 128-bit XXH3 fingerprint** of the indices and the layer's shape
 //!   ([`ConnectionPlan::cached`]) otherwise: any change of structure gives a new fingerprint.
-//!   Hashing the indices of a 10,000-neuron MLP took ~2 % of its step, on one core, which is
+//!   Hashing the indices of a 10,000-neuron MLP took ~2 % of its step in a profile, on one core, which is
 //!   why the storage key exists.
 
 use std::sync::{Arc, Mutex};

@@ -33,9 +33,9 @@ pub struct MaskedLinearBench {
     /// Timed repetitions of each (after warm-up).
     pub iterations: usize,
     /// Whether the masked layer's weight gradient was computed at its connections only (CPU
-    /// backends, f32 — the bench's — and a density below
-    /// [`SAMPLED_MAX_DENSITY`](crate::mask_backend::SAMPLED_MAX_DENSITY)) rather than as the
-    /// dense product masked: why the ratio can be below 1.
+    /// backends, f32 — the bench's — and a density, estimated as the op estimates it, of at
+    /// most [`SAMPLED_MAX_DENSITY`](crate::mask_backend::SAMPLED_MAX_DENSITY)) rather than as
+    /// the dense product masked: why the ratio can be below 1.
     pub sampled_weight_gradient: bool,
 }
 
@@ -82,7 +82,11 @@ pub fn masked_linear(device: &Device, iterations: usize) -> MaskedLinearBench {
         batch,
         iterations,
         sampled_weight_gradient: crate::sparse_backend::has_native_kernel(&device)
-            && set.density() <= crate::mask_backend::SAMPLED_MAX_DENSITY,
+            && set.mask.as_ref().is_some_and(|m| {
+                let m = m.val().into_data().convert::<f32>();
+                let m = m.as_slice::<f32>().expect("f32 mask");
+                crate::mask_backend::takes_sampled_gradient(m, d_out)
+            }),
     }
 }
 

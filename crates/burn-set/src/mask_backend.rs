@@ -196,9 +196,7 @@ fn sampled_weight_grad<B: Backend>(
     let (d_in, d_out) = dims2(&mask.shape());
     let (n, _) = dims2(&x.shape());
     let f32s = x.dtype() == DType::F32 && grad.dtype() == DType::F32;
-    let Some(m) =
-        f32_slice::<B>(&mask).filter(|m| f32s && density(m, d_out) <= SAMPLED_MAX_DENSITY)
-    else {
+    let Some(m) = f32_slice::<B>(&mask).filter(|m| f32s && takes_sampled_gradient(m, d_out)) else {
         return Err((x, grad, mask));
     };
     // feature-major copies of both (x is batch-major, so its transposed view is read)
@@ -210,6 +208,13 @@ fn sampled_weight_grad<B: Backend>(
         TensorData::new(out, [d_in, d_out]),
         &device,
     ))
+}
+
+/// Whether a layer with this 0/1 mask (`[d_in, d_out]`, row-major) gets its weight gradient
+/// as a sampled product (on a CPU backend, in `f32`): its [`density`] estimate is at most
+/// [`SAMPLED_MAX_DENSITY`].
+pub(crate) fn takes_sampled_gradient(mask: &[f32], d_out: usize) -> bool {
+    density(mask, d_out) <= SAMPLED_MAX_DENSITY
 }
 
 /// Rows of the mask [`density`] reads at most.

@@ -156,11 +156,6 @@ pub fn block_forward_host(
 ) -> BlockHost {
     let d_output = bias.len();
     let mask = dropout.map(|d| bernoulli_mask(d_output * batch, d.keep, d.seed));
-    if batch == 0 {
-        let zt = sparse_kernel::forward_t(xt, batch, values, plan);
-        let yt = vec![0f32; zt.len()];
-        return BlockHost { zt, mask, yt };
-    }
     let fma = sparse_kernel::has_fma();
     // bias, SReLU and dropout on each task's rows right after the product
     let (zt, yt) = sparse_kernel::forward_t_then(xt, batch, values, plan, |first, zc, yc| {
@@ -514,4 +509,34 @@ pub fn sparse_srelu_block(
             dropout,
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_batch_gives_empty_outputs_and_one_sample_the_formula() {
+        // 3 inputs → 2 outputs, connections (0→1), (2→0)
+        let plan = ConnectionPlan::from_i64(&[0, 2], &[1, 0], 3, 2);
+        let params = [vec![0.0; 2], vec![0.2; 2], vec![1.0; 2], vec![1.0; 2]];
+        let dropout = Some(BlockDropout { seed: 3, keep: 0.7 });
+        let h = block_forward_host(&[], 0, &[0.5, -1.0], &plan, &[0.1, 0.2], &params, dropout);
+        assert!(h.zt.is_empty() && h.yt.is_empty());
+        assert_eq!(h.mask.as_deref(), Some(&[][..]));
+        // and a batch of one against the formula: z = x·W + b, SReLU identity in [0, 1]
+        let h = block_forward_host(
+            &[0.4, 9.0, 0.2],
+            1,
+            &[0.5, -1.0],
+            &plan,
+            &[0.1, 0.2],
+            &params,
+            None,
+        );
+        let z = [0.1 - 1.0 * 0.2, 0.2 + 0.5 * 0.4];
+        let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(a, b)| (a - b).abs() < 1e-6);
+        assert!(close(&h.zt, &z), "{:?}", h.zt);
+        assert!(close(&h.yt, &[0.2 * z[0], z[1]]), "{:?}", h.yt);
+    }
 }

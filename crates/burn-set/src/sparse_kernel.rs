@@ -649,18 +649,13 @@ fn check_shapes(xt: &[f32], batch: usize, values: &[f32], plan: &ConnectionPlan)
 /// `xt` is `[n_in, batch]` row-major, `values` in the plan's storage order; returns `yt`,
 /// `[n_out, batch]`.
 pub fn forward_t(xt: &[f32], batch: usize, values: &[f32], plan: &ConnectionPlan) -> Vec<f32> {
-    check_shapes(xt, batch, values, plan);
-    let groups = &plan.by_output;
-    if batch == 0 || plan.n_out == 0 {
+    let Some(f) = Forward::new(xt, batch, values, plan) else {
         return vec![0f32; plan.n_out * batch];
-    }
-    let w = groups.arrange(values);
-    let per = rows_per_task(plan.n_out, KERNEL_TASKS_PER_THREAD);
-    let fma = has_fma();
+    };
     written(plan.n_out * batch, |out| {
-        out.par_chunks_mut(per * batch)
+        out.par_chunks_mut(f.per * batch)
             .enumerate()
-            .for_each(|(t, chunk)| product_rows(chunk, t * per, batch, groups, &w, xt, fma))
+            .for_each(|(t, chunk)| f.rows(chunk, t * f.per))
     })
 }
 
@@ -677,53 +672,77 @@ pub(crate) fn forward_t_then(
     plan: &ConnectionPlan,
     then: impl Fn(usize, &mut [f32], &mut [MaybeUninit<f32>]) + Sync,
 ) -> (Vec<f32>, Vec<f32>) {
-    check_shapes(xt, batch, values, plan);
-    let groups = &plan.by_output;
-    let n = plan.n_out * batch;
-    if n == 0 {
+    let Some(f) = Forward::new(xt, batch, values, plan) else {
         return (Vec::new(), Vec::new());
-    }
-    let w = groups.arrange(values);
-    let per = rows_per_task(plan.n_out, KERNEL_TASKS_PER_THREAD);
-    let fma = has_fma();
+    };
+    let n = plan.n_out * batch;
     let mut second = Vec::new();
     let first = written(n, |z| {
         second = written(n, |y| {
-            z.par_chunks_mut(per * batch)
-                .zip(y.par_chunks_mut(per * batch))
+            z.par_chunks_mut(f.per * batch)
+                .zip(y.par_chunks_mut(f.per * batch))
                 .enumerate()
                 .for_each(|(t, (zc, yc))| {
-                    product_rows(zc, t * per, batch, groups, &w, xt, fma);
-                    // SAFETY: `product_rows` has written every value of `zc` (its rows'
-                    // blocks and tails), so it is an initialised `[f32]` of the same length.
+                    f.rows(zc, t * f.per);
+                    // SAFETY: `rows` has written every value of `zc` (its rows' blocks and
+                    // tails), so it is an initialised `[f32]` of the same length.
                     let zc = unsafe {
                         std::slice::from_raw_parts_mut(zc.as_mut_ptr().cast::<f32>(), zc.len())
                     };
-                    then(t * per, zc, yc);
+                    then(t * f.per, zc, yc);
                 })
         })
     });
     (first, second)
 }
 
-/// The forward product's rows `first..` (`out`: whole rows), with AVX2 + FMA where `fma`.
-fn product_rows(
-    out: &mut [MaybeUninit<f32>],
-    first: usize,
-    b: usize,
-    groups: &Grouping,
-    w: &[f32],
-    src: &[f32],
+/// What every task of a forward product reads: the connections grouped by output neuron,
+/// their weights in slot order, `xᵀ`, the batch, the rows per task and whether the CPU has
+/// AVX2 + FMA.
+struct Forward<'a> {
+    groups: &'a Grouping,
+    w: std::borrow::Cow<'a, [f32]>,
+    xt: &'a [f32],
+    batch: usize,
+    per: usize,
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     fma: bool,
-) {
-    #[cfg(target_arch = "x86_64")]
-    if fma {
-        // SAFETY: `fma` is `has_fma()`: the CPU has AVX2 and FMA.
-        unsafe { gather_axpy_avx2(out, first, b, groups, w, src) };
-        return;
+}
+
+impl<'a> Forward<'a> {
+    /// The forward product of `plan` (shapes checked); `None` when it has no values.
+    fn new(
+        xt: &'a [f32],
+        batch: usize,
+        values: &'a [f32],
+        plan: &'a ConnectionPlan,
+    ) -> Option<Self> {
+        check_shapes(xt, batch, values, plan);
+        if batch == 0 || plan.n_out == 0 {
+            return None;
+        }
+        let groups = &plan.by_output;
+        Some(Self {
+            groups,
+            w: groups.arrange(values),
+            xt,
+            batch,
+            per: rows_per_task(plan.n_out, KERNEL_TASKS_PER_THREAD),
+            fma: has_fma(),
+        })
     }
-    let _ = fma;
-    gather_axpy::<false>(out, first, b, groups, w, src);
+
+    /// The product's rows `first..` into `out` (whole rows).
+    fn rows(&self, out: &mut [MaybeUninit<f32>], first: usize) {
+        let (b, groups, w, src) = (self.batch, self.groups, &self.w[..], self.xt);
+        #[cfg(target_arch = "x86_64")]
+        if self.fma {
+            // SAFETY: `fma` is `has_fma()`: the CPU has AVX2 and FMA.
+            unsafe { gather_axpy_avx2(out, first, b, groups, w, src) };
+            return;
+        }
+        gather_axpy::<false>(out, first, b, groups, w, src);
+    }
 }
 
 /// A vector of `n` floats, every one of which `write_all` writes (the kernels write each

@@ -14,6 +14,12 @@
 //!   multiple of 64 both come from one sweep per 64-column block (each `gᵀ[o]` value loaded
 //!   once), otherwise the dot products follow the `∂x` sweep while the rows are in L1.
 //!
+//!
+//! When the rows gathered from (`xᵀ` forward, `gᵀ` backward) outgrow the cache (> 8 MB: more
+//! than 16,384 neurons at batch 128), they are first copied into [`Panels`] of 32 batch
+//! columns and the product runs once per panel, both threads on the same panel: 1.2× faster
+//! per epoch at 30,000 and 100,000 neurons per layer than gathering whole rows.
+//!
 //! Cost ∝ batch × nnz; memory ∝ batch × (n_in + n_out) + nnz. Nothing of size `n_in × n_out`
 //! exists.
 
@@ -156,12 +162,18 @@ fn prefetch(src: &[f32], at: usize, len: usize) {
     {
         use core::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
         let end = (at + len).min(src.len());
-        let mut i = at;
-        while i < end {
-            // SAFETY: `i < src.len()`, so the address is inside `src`; prefetching has no
-            // architectural effect.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(src.as_ptr().add(i) as *const i8) };
-            i += 16; // one 64-byte cache line
+        if at >= end {
+            return;
+        }
+        // every cache line that holds one of the values, wherever the slice starts
+        let base = src.as_ptr() as usize;
+        let last = (base + 4 * (end - 1)) & !63;
+        let mut line = (base + 4 * at) & !63;
+        while line <= last {
+            // SAFETY: prefetching has no architectural effect and cannot fault; the lines
+            // are those of `src[at..end]`.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(line as *const i8) };
+            line += 64;
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -649,14 +661,21 @@ fn check_shapes(xt: &[f32], batch: usize, values: &[f32], plan: &ConnectionPlan)
 /// `xt` is `[n_in, batch]` row-major, `values` in the plan's storage order; returns `yt`,
 /// `[n_out, batch]`.
 pub fn forward_t(xt: &[f32], batch: usize, values: &[f32], plan: &ConnectionPlan) -> Vec<f32> {
-    let Some(f) = Forward::new(xt, batch, values, plan) else {
+    forward_t_in(xt, batch, values, plan, panel_width(plan.n_in, batch))
+}
+
+/// [`forward_t`] on panels of `panel` batch columns (`None`: whole rows).
+fn forward_t_in(
+    xt: &[f32],
+    batch: usize,
+    values: &[f32],
+    plan: &ConnectionPlan,
+    panel: Option<usize>,
+) -> Vec<f32> {
+    let Some(f) = Forward::new(xt, batch, values, plan, panel) else {
         return vec![0f32; plan.n_out * batch];
     };
-    written(plan.n_out * batch, |out| {
-        out.par_chunks_mut(f.per * batch)
-            .enumerate()
-            .for_each(|(t, chunk)| f.rows(chunk, t * f.per))
-    })
+    written(plan.n_out * batch, |out| f.product(out))
 }
 
 /// [`forward_t`] followed, in each parallel task while its rows are still in the cache, by
@@ -672,15 +691,40 @@ pub(crate) fn forward_t_then(
     plan: &ConnectionPlan,
     then: impl Fn(usize, &mut [f32], &mut [MaybeUninit<f32>]) + Sync,
 ) -> (Vec<f32>, Vec<f32>) {
-    let Some(f) = Forward::new(xt, batch, values, plan) else {
+    let panel = panel_width(plan.n_in, batch);
+    forward_t_then_in(xt, batch, values, plan, panel, then)
+}
+
+/// [`forward_t_then`] on panels of `panel` batch columns (`None`: whole rows).
+fn forward_t_then_in(
+    xt: &[f32],
+    batch: usize,
+    values: &[f32],
+    plan: &ConnectionPlan,
+    panel: Option<usize>,
+    then: impl Fn(usize, &mut [f32], &mut [MaybeUninit<f32>]) + Sync,
+) -> (Vec<f32>, Vec<f32>) {
+    let Some(f) = Forward::new(xt, batch, values, plan, panel) else {
         return (Vec::new(), Vec::new());
     };
     let n = plan.n_out * batch;
+    let rows = f.per * batch;
+    if f.panels.is_some() {
+        // panel by panel, then `then` over the finished rows
+        let mut z = written(n, |z| f.product(z));
+        let y = written(n, |y| {
+            z.par_chunks_mut(rows)
+                .zip(y.par_chunks_mut(rows))
+                .enumerate()
+                .for_each(|(t, (zc, yc))| then(t * f.per, zc, yc))
+        });
+        return (z, y);
+    }
     let mut second = Vec::new();
     let first = written(n, |z| {
         second = written(n, |y| {
-            z.par_chunks_mut(f.per * batch)
-                .zip(y.par_chunks_mut(f.per * batch))
+            z.par_chunks_mut(rows)
+                .zip(y.par_chunks_mut(rows))
                 .enumerate()
                 .for_each(|(t, (zc, yc))| {
                     f.rows(zc, t * f.per);
@@ -696,6 +740,200 @@ pub(crate) fn forward_t_then(
     (first, second)
 }
 
+/// Above this size (bytes) the rows a product gathers from no longer stay in this kind of
+/// machine's cache (2-core EPYC VM: a random 512-byte row read costs ~20 ns in a 5 MB array
+/// and 60–120 ns in 15–50 MB ones), and the product runs on [`Panels`]. (At 10,000 neurons,
+/// 5 MB, whole rows are faster: 1.49–1.68 against 1.74–1.93 s per 3,000 samples of `bench
+/// scale`; at 20,000, 10 MB, panels are: 2.50–2.88 against 2.66–2.94 s per 2,000.)
+const WHOLE_ROWS_MAX_BYTES: usize = 8 << 20;
+
+/// The panel width (batch columns) for a product that gathers from `n_src` rows of `batch`
+/// values, or `None` for whole rows: sources that fit the cache as they are, batches that are
+/// no multiple of 16 (or no wider than one panel), CPUs without AVX2 + FMA.
+///
+/// 32 columns (two cache lines per row) where the batch allows: narrower panels pay the
+/// per-connection work (index, weight, prefetch) once per panel for less data, wider ones
+/// hold more lines. `bench scale`, seconds per 2,000 samples at 30,000 neurons: 32 columns
+/// 3.57–3.82, 16 columns 4.60–5.14, 64 columns 3.92–4.27; per 1,280 samples at 100,000:
+/// 32 columns 12.2–12.5, 16 columns 14.9–15.6, 64 columns 14.0–15.8, whole rows 13.8–16.3;
+/// per 640 samples at 333,334: 32 columns 32.9–35.9, whole rows 38.0–38.8.
+pub(crate) fn panel_width(n_src: usize, batch: usize) -> Option<usize> {
+    if n_src * batch * 4 <= WHOLE_ROWS_MAX_BYTES || !has_fma() {
+        return None;
+    }
+    [32, 16]
+        .into_iter()
+        .find(|&w| w < batch && batch.is_multiple_of(w))
+}
+
+/// A feature-major `[n, b]` array cut into `b / width` panels of `width` batch columns, each
+/// stored as its own contiguous `[n, width]` array: a product that gathers rows from a
+/// source larger than the cache runs once per panel, all threads on the same panel, whose
+/// rows take a quarter of the memory the whole rows do. (Reading the same columns in place
+/// touches as many cache lines but scatters them over all the source's pages: twice as slow
+/// as the packed copy in a C test, from TLB misses.)
+struct Panels {
+    data: Vec<f32>,
+    n: usize,
+    width: usize,
+}
+
+impl Panels {
+    /// `src` (`[n, b]`, `n > 0`) cut into panels of `width` columns, one task per panel.
+    /// (Tasks of whole rows that write every panel were no faster.)
+    fn pack(src: &[f32], n: usize, b: usize, width: usize) -> Self {
+        assert!(
+            n > 0 && b.is_multiple_of(width) && src.len() == n * b,
+            "panels"
+        );
+        let data = written(n * b, |out| {
+            out.par_chunks_mut(n * width)
+                .enumerate()
+                .for_each(|(p, panel)| {
+                    for (i, row) in panel.chunks_exact_mut(width).enumerate() {
+                        row.write_copy_of_slice(&src[i * b + p * width..][..width]);
+                    }
+                })
+        });
+        Self { data, n, width }
+    }
+
+    fn count(&self) -> usize {
+        self.data.len() / (self.n * self.width)
+    }
+
+    /// Panel `p`: `[n, width]`.
+    fn panel(&self, p: usize) -> &[f32] {
+        &self.data[p * self.n * self.width..(p + 1) * self.n * self.width]
+    }
+}
+
+/// Connections ahead whose panel rows are prefetched (a panel row is one or two cache lines,
+/// so a connection takes less time than with whole rows and the prefetches go further
+/// ahead; 4, 16 and 24 were no faster at 30,000 neurons).
+const PANEL_PREFETCH_AHEAD: usize = 8;
+
+/// [`gather_axpy`] for batch columns `col..col + W` only, from `src`, that panel of the
+/// source (`[n_src, W]`): `out[g, col..col + W] = Σ_{s ∈ g} w[s] · src[other[s]]` for the
+/// rows `g` of `out` (whole rows of `b`, from group `first`). The row's `W` sums stay in
+/// registers; the prefetches run ahead across the rows of the task.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::needless_range_loop)] // a slot indexes `other` and `w`, and looks ahead
+fn panel_gather_avx2<const W: usize>(
+    out: &mut [MaybeUninit<f32>],
+    first: usize,
+    b: usize,
+    col: usize,
+    groups: &Grouping,
+    w: &[f32],
+    src: &[f32],
+) {
+    use core::arch::x86_64::*;
+    const { assert!(W.is_multiple_of(8) && W <= 32) };
+    let n = out.len() / b;
+    let end = groups.offsets[first + n];
+    for (dg, row) in out.chunks_exact_mut(b).enumerate() {
+        let g = first + dg;
+        let mut acc = [_mm256_setzero_ps(); 4];
+        for slot in groups.offsets[g]..groups.offsets[g + 1] {
+            if slot + PANEL_PREFETCH_AHEAD < end {
+                let ahead = groups.other[slot + PANEL_PREFETCH_AHEAD] as usize;
+                prefetch(src, ahead * W, W);
+            }
+            let at = groups.other[slot] as usize * W;
+            let xs: &[f32; W] = src[at..at + W].try_into().expect("panel row");
+            let wk = _mm256_set1_ps(w[slot]);
+            for (q, acc) in acc.iter_mut().enumerate().take(W / 8) {
+                // SAFETY: `xs` holds W floats; `8q + 8 <= W`.
+                let x = unsafe { _mm256_loadu_ps(xs.as_ptr().add(8 * q)) };
+                *acc = _mm256_fmadd_ps(wk, x, *acc);
+            }
+        }
+        let mut vals = [0f32; 32];
+        for (q, a) in acc.iter().enumerate().take(W / 8) {
+            // SAFETY: `vals` holds 32 floats; `8q + 8 <= W <= 32`.
+            unsafe { _mm256_storeu_ps(vals.as_mut_ptr().add(8 * q), *a) };
+        }
+        row[col..col + W].write_copy_of_slice(&vals[..W]);
+    }
+}
+
+/// The rows `first..first + n` of a backward task, in panel `p`.
+#[derive(Clone, Copy)]
+struct PanelRows {
+    first: usize,
+    n: usize,
+    p: usize,
+}
+
+/// [`backward_rows`] for batch columns `p·W..(p + 1)·W` only, gathering from that panel of
+/// `gᵀ` (`panels`; `at.gt` is not read): `gx[i, cols] = Σ_{s ∈ i} w[s] · g[other[s], cols]`
+/// (the row's sums in registers) and `dw[s] += xᵀ[i, cols] · g[other[s], cols]` (panel 0
+/// writes `dw`, the others add to it: every slot of the task is written in panel 0).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn panel_backward_avx2<const W: usize>(
+    mut gx: Option<&mut [MaybeUninit<f32>]>,
+    mut dw: Option<&mut [MaybeUninit<f32>]>,
+    PanelRows { first, n, p }: PanelRows,
+    at: BackwardInputs<'_>,
+    panels: &Panels,
+) {
+    use core::arch::x86_64::*;
+    const { assert!(W.is_multiple_of(8) && W <= 32) };
+    let BackwardInputs {
+        b, groups, w, xt, ..
+    } = at;
+    let src = panels.panel(p);
+    let col = p * W;
+    let (slot0, end) = (groups.offsets[first], groups.offsets[first + n]);
+    for i in first..first + n {
+        let x: &[f32; W] = xt[i * b + col..][..W].try_into().expect("panel row");
+        let mut xs = [_mm256_setzero_ps(); 4];
+        for (q, xq) in xs.iter_mut().enumerate().take(W / 8) {
+            // SAFETY: `x` holds W floats; `8q + 8 <= W`.
+            *xq = unsafe { _mm256_loadu_ps(x.as_ptr().add(8 * q)) };
+        }
+        let mut acc = [_mm256_setzero_ps(); 4];
+        for slot in groups.offsets[i]..groups.offsets[i + 1] {
+            if slot + PANEL_PREFETCH_AHEAD < end {
+                let ahead = groups.other[slot + PANEL_PREFETCH_AHEAD] as usize;
+                prefetch(src, ahead * W, W);
+            }
+            let o = groups.other[slot] as usize * W;
+            let gs: &[f32; W] = src[o..o + W].try_into().expect("panel row");
+            let wk = _mm256_set1_ps(w[slot]);
+            let mut d = _mm256_setzero_ps();
+            for q in 0..W / 8 {
+                // SAFETY: `gs` holds W floats; `8q + 8 <= W`.
+                let g = unsafe { _mm256_loadu_ps(gs.as_ptr().add(8 * q)) };
+                acc[q] = _mm256_fmadd_ps(wk, g, acc[q]);
+                d = _mm256_fmadd_ps(xs[q], g, d);
+            }
+            if let Some(dw) = dw.as_deref_mut() {
+                let v = &mut dw[slot - slot0];
+                let d = hsum_avx2(d);
+                // SAFETY: panel 0 wrote every slot of this task before any later panel runs.
+                v.write(if p == 0 {
+                    d
+                } else {
+                    d + unsafe { v.assume_init() }
+                });
+            }
+        }
+        if let Some(gx) = gx.as_deref_mut() {
+            let mut vals = [0f32; 32];
+            for (q, a) in acc.iter().enumerate().take(W / 8) {
+                // SAFETY: `vals` holds 32 floats; `8q + 8 <= W <= 32`.
+                unsafe { _mm256_storeu_ps(vals.as_mut_ptr().add(8 * q), *a) };
+            }
+            let di = i - first;
+            gx[di * b + col..di * b + col + W].write_copy_of_slice(&vals[..W]);
+        }
+    }
+}
+
 /// What every task of a forward product reads: the connections grouped by output neuron,
 /// their weights in slot order, `xᵀ`, the batch, the rows per task and whether the CPU has
 /// AVX2 + FMA.
@@ -707,15 +945,20 @@ struct Forward<'a> {
     per: usize,
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     fma: bool,
+    /// `xᵀ` packed as [`Panels`] when the product runs panel by panel.
+    panels: Option<Panels>,
 }
 
 impl<'a> Forward<'a> {
-    /// The forward product of `plan` (shapes checked); `None` when it has no values.
+    /// The forward product of `plan` (shapes checked), on panels of `panel` batch columns
+    /// (`None`: whole rows; panels need AVX2 + FMA and a batch they divide); `None` when it
+    /// has no values.
     fn new(
         xt: &'a [f32],
         batch: usize,
         values: &'a [f32],
         plan: &'a ConnectionPlan,
+        panel: Option<usize>,
     ) -> Option<Self> {
         check_shapes(xt, batch, values, plan);
         if batch == 0 || plan.n_out == 0 {
@@ -729,7 +972,50 @@ impl<'a> Forward<'a> {
             batch,
             per: rows_per_task(plan.n_out, KERNEL_TASKS_PER_THREAD),
             fma: has_fma(),
+            // (no source rows: whole rows, which write the zeros)
+            panels: panel.filter(|_| plan.n_in > 0).map(|w| {
+                assert!(has_fma(), "panels need AVX2 and FMA");
+                Panels::pack(xt, plan.n_in, batch, w)
+            }),
         })
+    }
+
+    /// The whole product into `out` (`[n_out, batch]`): task by task, or panel by panel with
+    /// every task of a panel before the next (the threads then share one panel in the
+    /// cache).
+    fn product(&self, out: &mut [MaybeUninit<f32>]) {
+        let rows = self.per * self.batch;
+        match &self.panels {
+            None => out
+                .par_chunks_mut(rows)
+                .enumerate()
+                .for_each(|(t, chunk)| self.rows(chunk, t * self.per)),
+            Some(panels) => {
+                for p in 0..panels.count() {
+                    out.par_chunks_mut(rows)
+                        .enumerate()
+                        .for_each(|(t, chunk)| self.panel_rows(chunk, t * self.per, panels, p));
+                }
+            }
+        }
+    }
+
+    /// Columns `p·w..(p + 1)·w` of the product's rows `first..` into `out` (whole rows).
+    fn panel_rows(&self, out: &mut [MaybeUninit<f32>], first: usize, panels: &Panels, p: usize) {
+        let (b, groups, w) = (self.batch, self.groups, &self.w[..]);
+        let src = panels.panel(p);
+        let col = p * panels.width;
+        // SAFETY (all arms): `Panels` only exist when `has_fma()` is true (`panel_width`).
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            match panels.width {
+                16 => panel_gather_avx2::<16>(out, first, b, col, groups, w, src),
+                32 => panel_gather_avx2::<32>(out, first, b, col, groups, w, src),
+                other => unreachable!("panel width {other}"),
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (out, first, b, groups, w, src, col);
     }
 
     /// The product's rows `first..` into `out` (whole rows).
@@ -770,6 +1056,28 @@ pub fn backward_t(
     want_input: bool,
     want_values: bool,
 ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+    let panel = panel_width(plan.n_out, batch);
+    backward_t_in(
+        xt,
+        gt,
+        batch,
+        values,
+        plan,
+        [want_input, want_values],
+        panel,
+    )
+}
+
+/// [`backward_t`] gathering `gᵀ` on panels of `panel` batch columns (`None`: whole rows).
+fn backward_t_in(
+    xt: &[f32],
+    gt: &[f32],
+    batch: usize,
+    values: &[f32],
+    plan: &ConnectionPlan,
+    [want_input, want_values]: [bool; 2],
+    panel: Option<usize>,
+) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
     check_shapes(xt, batch, values, plan);
     assert_eq!(
         gt.len(),
@@ -796,6 +1104,11 @@ pub fn backward_t(
         xt,
         gt,
     };
+    // (no source rows: whole rows, which write the zeros)
+    let panels = panel.filter(|_| plan.n_out > 0).map(|width| {
+        assert!(fma, "panels need AVX2 and FMA");
+        Panels::pack(gt, plan.n_out, batch, width)
+    });
     let run = |gx: Option<&mut [MaybeUninit<f32>]>, dw: Option<&mut [MaybeUninit<f32>]>| {
         // each task's rows of ∂x and slots of ∂w
         let mut gx_parts: Vec<Option<&mut [MaybeUninit<f32>]>> = match gx {
@@ -812,6 +1125,33 @@ pub fn backward_t(
                 rest = Some(tail);
                 head
             }));
+        }
+        if let Some(panels) = &panels {
+            // every task of a panel before the next: the threads share one panel in the cache
+            for p in 0..panels.count() {
+                gx_parts
+                    .par_iter_mut()
+                    .zip(dw_parts.par_iter_mut())
+                    .enumerate()
+                    .for_each(|(t, (gx, dw))| {
+                        let (first, n) = (t * per, per.min(n_in - t * per));
+                        let (gx, dw) = (gx.as_deref_mut(), dw.as_deref_mut());
+                        let rows = PanelRows { first, n, p };
+                        // SAFETY (both arms): `Panels` only exist where the CPU has AVX2 and
+                        // FMA (asserted when they are packed).
+                        #[cfg(target_arch = "x86_64")]
+                        unsafe {
+                            match panels.width {
+                                16 => panel_backward_avx2::<16>(gx, dw, rows, at, panels),
+                                32 => panel_backward_avx2::<32>(gx, dw, rows, at, panels),
+                                other => unreachable!("panel width {other}"),
+                            }
+                        }
+                        #[cfg(not(target_arch = "x86_64"))]
+                        let _ = (gx, dw, rows);
+                    });
+            }
+            return;
         }
         gx_parts
             .par_iter_mut()
@@ -990,6 +1330,76 @@ mod tests {
                 assert!(z.is_empty() && y.is_empty());
             }
         });
+    }
+
+    #[test]
+    fn panels_give_the_whole_rows_product_bit_for_bit() {
+        if !has_fma() {
+            return; // panels need AVX2 + FMA; `panel_width` never picks them without
+        }
+        // one and several tasks, rows without connections, widths 16 and 32, two batches
+        for (b, width, n_in, n_out, nnz) in [
+            (128, 16, 300, 257, 4000),
+            (128, 32, 300, 40, 2000),
+            (64, 32, 50, 7, 100),
+            (32, 16, 5, 3, 0),
+            (32, 16, 0, 3, 0),
+            (32, 16, 4, 0, 0),
+        ] {
+            let c = case(b, n_in, n_out, nnz, true, width as u64);
+            let xt = transpose(&c.x, b, n_in);
+            let want = forward_t_in(&xt, b, &c.w, &c.plan(), None);
+            let got = forward_t_in(&xt, b, &c.w, &c.plan(), Some(width));
+            assert_eq!(got, want, "b {b}, width {width}");
+            let (z, y) =
+                forward_t_then_in(&xt, b, &c.w, &c.plan(), Some(width), |first, zc, yc| {
+                    for (k, (z, y)) in zc.iter_mut().zip(yc.iter_mut()).enumerate() {
+                        y.write(*z + 1000.0 * (first + k / b) as f32);
+                        *z = -*z;
+                    }
+                });
+            for (k, w) in want.iter().enumerate() {
+                assert_eq!(z[k], -w, "b {b}, width {width}, {k}");
+                assert_eq!(
+                    y[k],
+                    w + 1000.0 * (k / b) as f32,
+                    "b {b}, width {width}, {k}"
+                );
+            }
+            // backward: the same ∂x sums (bit for bit), ∂w summed panel by panel; both, or
+            // either alone
+            let gt = transpose(&c.g, b, n_out);
+            let whole = backward_t_in(&xt, &gt, b, &c.w, &c.plan(), [true, true], None);
+            let (gx, dw) = (whole.0.unwrap(), whole.1.unwrap());
+            for wanted in [[true, true], [true, false], [false, true]] {
+                let (pgx, pdw) = backward_t_in(&xt, &gt, b, &c.w, &c.plan(), wanted, Some(width));
+                assert_eq!(pgx.is_some(), wanted[0]);
+                assert_eq!(pdw.is_some(), wanted[1]);
+                if let Some(pgx) = pgx {
+                    assert_eq!(pgx, gx, "∂x, b {b}, width {width}");
+                }
+                if let Some(pdw) = pdw {
+                    let dw: Vec<f64> = dw.iter().map(|&v| v as f64).collect();
+                    close(&pdw, &dw);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn panels_are_for_sources_larger_than_the_cache() {
+        if !has_fma() {
+            assert_eq!(panel_width(30_000, 128), None);
+            return;
+        }
+        assert_eq!(panel_width(784, 128), None); // 0.4 MB: whole rows
+        assert_eq!(panel_width(16_384, 128), None); // 8 MB: whole rows
+        assert_eq!(panel_width(16_385, 128), Some(32));
+        assert_eq!(panel_width(333_334, 128), Some(32));
+        assert_eq!(panel_width(100_000, 48), Some(16)); // no multiple of 32
+        assert_eq!(panel_width(100_000, 100), None); // no multiple of 16
+        assert_eq!(panel_width(100_000, 32), Some(16)); // one panel would be the whole row
+        assert_eq!(panel_width(100_000, 16), None);
     }
 
     /// Wider layers, an odd batch: against a connection-by-connection reference.

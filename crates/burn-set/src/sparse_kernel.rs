@@ -819,7 +819,7 @@ const PANEL_PREFETCH_AHEAD: usize = 8;
 /// registers; the prefetches run ahead across the rows of the task.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::needless_range_loop)] // a slot indexes `other` and `w`, and looks ahead
+#[allow(clippy::needless_range_loop)] // a slot indexes `w` and finds its row (and one ahead)
 fn panel_gather_avx2<const W: usize>(
     out: &mut [MaybeUninit<f32>],
     first: usize,
@@ -837,12 +837,7 @@ fn panel_gather_avx2<const W: usize>(
         let g = first + dg;
         let mut acc = [_mm256_setzero_ps(); 4];
         for slot in groups.offsets[g]..groups.offsets[g + 1] {
-            if slot + PANEL_PREFETCH_AHEAD < end {
-                let ahead = groups.other[slot + PANEL_PREFETCH_AHEAD] as usize;
-                prefetch(src, ahead * W, W);
-            }
-            let at = groups.other[slot] as usize * W;
-            let xs: &[f32; W] = src[at..at + W].try_into().expect("panel row");
+            let xs = panel_row::<W>(src, groups, slot, end);
             let wk = _mm256_set1_ps(w[slot]);
             for (q, acc) in acc.iter_mut().enumerate().take(W / 8) {
                 // SAFETY: `xs` holds W floats; `8q + 8 <= W`.
@@ -850,13 +845,43 @@ fn panel_gather_avx2<const W: usize>(
                 *acc = _mm256_fmadd_ps(wk, x, *acc);
             }
         }
-        let mut vals = [0f32; 32];
-        for (q, a) in acc.iter().enumerate().take(W / 8) {
-            // SAFETY: `vals` holds 32 floats; `8q + 8 <= W <= 32`.
-            unsafe { _mm256_storeu_ps(vals.as_mut_ptr().add(8 * q), *a) };
-        }
-        row[col..col + W].write_copy_of_slice(&vals[..W]);
+        store_panel_row::<W>(&acc, &mut row[col..col + W]);
     }
+}
+
+/// The panel row of `slot`'s other neuron in `src` (`[n, W]`), after prefetching the one
+/// [`PANEL_PREFETCH_AHEAD`] slots on (while that is before `end`).
+#[inline(always)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+fn panel_row<'a, const W: usize>(
+    src: &'a [f32],
+    groups: &Grouping,
+    slot: usize,
+    end: usize,
+) -> &'a [f32; W] {
+    if slot + PANEL_PREFETCH_AHEAD < end {
+        let ahead = groups.other[slot + PANEL_PREFETCH_AHEAD] as usize;
+        prefetch(src, ahead * W, W);
+    }
+    let at = groups.other[slot] as usize * W;
+    src[at..at + W].try_into().expect("panel row")
+}
+
+/// The first `W / 8` of `acc` into `dst` (`W` values).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn store_panel_row<const W: usize>(
+    acc: &[core::arch::x86_64::__m256; 4],
+    dst: &mut [MaybeUninit<f32>],
+) {
+    use core::arch::x86_64::*;
+    let mut vals = [0f32; 32];
+    for (q, a) in acc.iter().enumerate().take(W / 8) {
+        // SAFETY: `vals` holds 32 floats; `8q + 8 <= W <= 32`.
+        unsafe { _mm256_storeu_ps(vals.as_mut_ptr().add(8 * q), *a) };
+    }
+    dst.write_copy_of_slice(&vals[..W]);
 }
 
 /// The rows `first..first + n` of a backward task, in panel `p`.
@@ -897,12 +922,7 @@ fn panel_backward_avx2<const W: usize>(
         }
         let mut acc = [_mm256_setzero_ps(); 4];
         for slot in groups.offsets[i]..groups.offsets[i + 1] {
-            if slot + PANEL_PREFETCH_AHEAD < end {
-                let ahead = groups.other[slot + PANEL_PREFETCH_AHEAD] as usize;
-                prefetch(src, ahead * W, W);
-            }
-            let o = groups.other[slot] as usize * W;
-            let gs: &[f32; W] = src[o..o + W].try_into().expect("panel row");
+            let gs = panel_row::<W>(src, groups, slot, end);
             let wk = _mm256_set1_ps(w[slot]);
             let mut d = _mm256_setzero_ps();
             for q in 0..W / 8 {
@@ -923,13 +943,8 @@ fn panel_backward_avx2<const W: usize>(
             }
         }
         if let Some(gx) = gx.as_deref_mut() {
-            let mut vals = [0f32; 32];
-            for (q, a) in acc.iter().enumerate().take(W / 8) {
-                // SAFETY: `vals` holds 32 floats; `8q + 8 <= W <= 32`.
-                unsafe { _mm256_storeu_ps(vals.as_mut_ptr().add(8 * q), *a) };
-            }
             let di = i - first;
-            gx[di * b + col..di * b + col + W].write_copy_of_slice(&vals[..W]);
+            store_panel_row::<W>(&acc, &mut gx[di * b + col..di * b + col + W]);
         }
     }
 }
@@ -1126,49 +1141,56 @@ fn backward_t_in(
                 head
             }));
         }
-        if let Some(panels) = &panels {
-            // every task of a panel before the next: the threads share one panel in the cache
-            for p in 0..panels.count() {
-                gx_parts
-                    .par_iter_mut()
-                    .zip(dw_parts.par_iter_mut())
-                    .enumerate()
-                    .for_each(|(t, (gx, dw))| {
-                        let (first, n) = (t * per, per.min(n_in - t * per));
-                        let (gx, dw) = (gx.as_deref_mut(), dw.as_deref_mut());
-                        let rows = PanelRows { first, n, p };
-                        // SAFETY (both arms): `Panels` only exist where the CPU has AVX2 and
-                        // FMA (asserted when they are packed).
-                        #[cfg(target_arch = "x86_64")]
-                        unsafe {
-                            match panels.width {
-                                16 => panel_backward_avx2::<16>(gx, dw, rows, at, panels),
-                                32 => panel_backward_avx2::<32>(gx, dw, rows, at, panels),
-                                other => unreachable!("panel width {other}"),
-                            }
-                        }
-                        #[cfg(not(target_arch = "x86_64"))]
-                        let _ = (gx, dw, rows);
-                    });
-            }
+        type Part<'p> = Option<&'p mut [MaybeUninit<f32>]>;
+        let mut each_task = |task: &(dyn Fn(PanelRows, Part<'_>, Part<'_>) + Sync), p: usize| {
+            gx_parts
+                .par_iter_mut()
+                .zip(dw_parts.par_iter_mut())
+                .enumerate()
+                .for_each(|(t, (gx, dw))| {
+                    let (first, n) = (t * per, per.min(n_in - t * per));
+                    task(
+                        PanelRows { first, n, p },
+                        gx.as_deref_mut(),
+                        dw.as_deref_mut(),
+                    )
+                })
+        };
+        let Some(panels) = &panels else {
+            each_task(
+                &|PanelRows { first, n, .. }, gx, dw| {
+                    #[cfg(target_arch = "x86_64")]
+                    if fma {
+                        // SAFETY: the CPU has AVX2 and FMA (checked above).
+                        unsafe { backward_rows_avx2(gx, dw, first, n, at) };
+                        return;
+                    }
+                    backward_rows::<false>(gx, dw, first, n, at);
+                },
+                0,
+            );
             return;
+        };
+        // every task of a panel before the next: the threads share one panel in the cache
+        for p in 0..panels.count() {
+            each_task(
+                &|rows, gx, dw| {
+                    // SAFETY (both arms): `Panels` only exist where the CPU has AVX2 and FMA
+                    // (asserted when they are packed).
+                    #[cfg(target_arch = "x86_64")]
+                    unsafe {
+                        match panels.width {
+                            16 => panel_backward_avx2::<16>(gx, dw, rows, at, panels),
+                            32 => panel_backward_avx2::<32>(gx, dw, rows, at, panels),
+                            other => unreachable!("panel width {other}"),
+                        }
+                    }
+                    #[cfg(not(target_arch = "x86_64"))]
+                    let _ = (gx, dw, rows);
+                },
+                p,
+            );
         }
-        gx_parts
-            .par_iter_mut()
-            .zip(dw_parts.par_iter_mut())
-            .enumerate()
-            .for_each(|(t, (gx, dw))| {
-                let (first, n) = (t * per, per.min(n_in - t * per));
-                let (gx, dw) = (gx.as_deref_mut(), dw.as_deref_mut());
-                #[cfg(target_arch = "x86_64")]
-                if fma {
-                    // SAFETY: the CPU has AVX2 and FMA (checked above).
-                    unsafe { backward_rows_avx2(gx, dw, first, n, at) };
-                    return;
-                }
-                let _ = fma;
-                backward_rows::<false>(gx, dw, first, n, at);
-            });
     };
     let (gx, dw) = match (want_input, want_values) {
         (true, true) => {

@@ -15,8 +15,8 @@
 //!   once), otherwise the dot products follow the `∂x` sweep while the rows are in L1.
 //!
 //!
-//! When the rows gathered from (`xᵀ` forward, `gᵀ` backward) outgrow the cache (> 8 MB: more
-//! than 16,384 neurons at batch 128), they are first copied into [`Panels`] of 32 batch
+//! When the rows gathered from (`xᵀ` forward, `gᵀ` backward) outgrow the cache (> 12 MB: more
+//! than 24,576 neurons at batch 128), they are first copied into [`Panels`] of 32 batch
 //! columns and the product runs once per panel, both threads on the same panel: 1.2× faster
 //! per epoch at 30,000 and 100,000 neurons per layer than gathering whole rows.
 //!
@@ -744,8 +744,10 @@ fn forward_t_then_in(
 /// machine's cache (2-core EPYC VM: a random 512-byte row read costs ~20 ns in a 5 MB array
 /// and 60–120 ns in 15–50 MB ones), and the product runs on [`Panels`]. (At 10,000 neurons,
 /// 5 MB, whole rows are faster: 1.49–1.68 against 1.74–1.93 s per 3,000 samples of `bench
-/// scale`; at 20,000, 10 MB, panels are: 2.50–2.88 against 2.66–2.94 s per 2,000.)
-const WHOLE_ROWS_MAX_BYTES: usize = 8 << 20;
+/// scale`; at 20,000, 10 MB, they are even in `bench scale` (median ratio 1.03 over four
+/// interleaved pairs) and faster in a real MNIST run (11.1–12.7 against 12.7–15.5 s per
+/// epoch); at 30,000, 15 MB, panels are 1.2× faster.)
+const WHOLE_ROWS_MAX_BYTES: usize = 12 << 20;
 
 /// The panel width (batch columns) for a product that gathers from `n_src` rows of `batch`
 /// values, or `None` for whole rows: sources that fit the cache as they are, batches that are
@@ -1415,8 +1417,8 @@ mod tests {
             return;
         }
         assert_eq!(panel_width(784, 128), None); // 0.4 MB: whole rows
-        assert_eq!(panel_width(16_384, 128), None); // 8 MB: whole rows
-        assert_eq!(panel_width(16_385, 128), Some(32));
+        assert_eq!(panel_width(24_576, 128), None); // 12 MB: whole rows
+        assert_eq!(panel_width(24_577, 128), Some(32));
         assert_eq!(panel_width(333_334, 128), Some(32));
         assert_eq!(panel_width(100_000, 48), Some(16)); // no multiple of 32
         assert_eq!(panel_width(100_000, 100), None); // no multiple of 16

@@ -469,8 +469,15 @@ fn fused_backward_rows_avx2(
             }
             row[j0..j0 + FUSED_BLOCK].write_copy_of_slice(&vals);
         }
-        for (k, slot) in slots.enumerate() {
-            dw[slot - slot0].write(hsum_avx2(partial[k]));
+        // eight connections' sums at a time, then the rest one by one
+        let row_dw = &mut dw[slots.start - slot0..slots.end - slot0];
+        let mut eights = row_dw.chunks_exact_mut(8);
+        let mut parts = partial.chunks_exact(8);
+        for (dst, d) in (&mut eights).zip(&mut parts) {
+            sum8_into(dst, d.try_into().expect("eight"), false);
+        }
+        for (v, d) in eights.into_remainder().iter_mut().zip(parts.remainder()) {
+            v.write(hsum_avx2(*d));
         }
     }
 }
@@ -1443,6 +1450,16 @@ mod tests {
             let gt = transpose(&c.g, b, n_out);
             let whole = backward_t_in(&xt, &gt, b, &c.w, &c.plan(), [true, true], None);
             let (gx, dw) = (whole.0.unwrap(), whole.1.unwrap());
+            // (∂w of whole rows against the connection-wise sums: rows of 8+ connections)
+            let want_dw: Vec<f64> = (0..nnz)
+                .map(|k| {
+                    let (i, o) = (c.rows[k] as usize, c.cols[k] as usize);
+                    (0..b)
+                        .map(|s| xt[i * b + s] as f64 * gt[o * b + s] as f64)
+                        .sum()
+                })
+                .collect();
+            close(&dw, &want_dw);
             for wanted in [[true, true], [true, false], [false, true]] {
                 let (pgx, pdw) = backward_t_in(&xt, &gt, b, &c.w, &c.plan(), wanted, Some(width));
                 assert_eq!(pgx.is_some(), wanted[0]);

@@ -474,7 +474,8 @@ fn fused_backward_rows_avx2(
         let mut eights = row_dw.chunks_exact_mut(8);
         let mut parts = partial.chunks_exact(8);
         for (dst, d) in (&mut eights).zip(&mut parts) {
-            sum8_into(dst, d.try_into().expect("eight"), false);
+            // SAFETY: `add` is false (nothing is read).
+            unsafe { sum8_into(dst, d.try_into().expect("eight"), false) };
         }
         for (v, d) in eights.into_remainder().iter_mut().zip(parts.remainder()) {
             v.write(hsum_avx2(*d));
@@ -690,7 +691,8 @@ fn forward_t_in(
 /// `then` may change in place, and `y` the same rows of a second `[n_out, batch]` output,
 /// every value of which `then` must write. Returns both outputs. (A separate pass over the
 /// product re-read it from memory on large layers, and was one more fork-join of the
-/// threads per call.)
+/// threads per call. On [`Panels`] a row is finished only by the last panel, so there `then`
+/// runs in such a pass after the product.)
 pub(crate) fn forward_t_then(
     xt: &[f32],
     batch: usize,
@@ -948,11 +950,10 @@ fn panel_backward_avx2<const W: usize>(
                 pending[count] = _mm256_add_ps(d[0], d[1]);
                 count += 1;
                 if count == 8 {
-                    sum8_into(
-                        &mut dw[slot + 1 - 8 - slot0..slot + 1 - slot0],
-                        &pending,
-                        p > 0,
-                    );
+                    let eight = &mut dw[slot + 1 - 8 - slot0..slot + 1 - slot0];
+                    // SAFETY: panel 0 wrote every slot of this task before any later panel
+                    // (`add` only from panel 1 on).
+                    unsafe { sum8_into(eight, &pending, p > 0) };
                     count = 0;
                 }
             }
@@ -978,12 +979,15 @@ fn panel_backward_avx2<const W: usize>(
 }
 
 /// The horizontal sums of the eight vectors `d` into `dst` (8 values), added to what `dst`
-/// holds when `add` (then all of it must be initialised): one reduction tree for eight
-/// connections instead of a shuffle-and-add sequence per connection.
+/// holds when `add`: one reduction tree for eight connections instead of a shuffle-and-add
+/// sequence per connection.
+///
+/// # Safety
+/// When `add`, all of `dst` must be initialised.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-fn sum8_into(dst: &mut [MaybeUninit<f32>], d: &[core::arch::x86_64::__m256; 8], add: bool) {
+unsafe fn sum8_into(dst: &mut [MaybeUninit<f32>], d: &[core::arch::x86_64::__m256; 8], add: bool) {
     use core::arch::x86_64::*;
     assert_eq!(dst.len(), 8, "eight sums");
     // hadd pairs within 128-bit lanes: u0 = [Σ_lo d0..d3 | Σ_hi d0..d3], u1 the same for d4..d7

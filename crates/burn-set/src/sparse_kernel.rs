@@ -14,7 +14,6 @@
 //!   multiple of 64 both come from one sweep per 64-column block (each `gᵀ[o]` value loaded
 //!   once), otherwise the dot products follow the `∂x` sweep while the rows are in L1.
 //!
-//!
 //! When the rows gathered from (`xᵀ` forward, `gᵀ` backward) outgrow the cache (> 12 MB: more
 //! than 24,576 neurons at batch 128), they are first copied into [`Panels`] of 32 batch
 //! columns and the product runs once per panel, both threads on the same panel: 1.2× faster
@@ -1081,7 +1080,8 @@ impl<'a> Forward<'a> {
         let (b, groups, w) = (self.batch, self.groups, &self.w[..]);
         let src = panels.panel(p);
         let col = p * panels.width;
-        // SAFETY (all arms): `Panels` only exist when `has_fma()` is true (`panel_width`).
+        // SAFETY (all arms): `Panels` only exist where the CPU has AVX2 and FMA (asserted when
+        // they are packed).
         #[cfg(target_arch = "x86_64")]
         unsafe {
             match panels.width {

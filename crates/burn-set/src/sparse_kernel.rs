@@ -17,12 +17,15 @@
 //! When the rows gathered from (`xᵀ` forward, `gᵀ` backward) outgrow the cache (> 12 MB: more
 //! than 24,576 neurons at batch 128), they are first copied into [`Panels`] of 32 batch
 //! columns and the product runs once per panel, both threads on the same panel: 1.2× faster
-//! per epoch at 30,000 and 100,000 neurons per layer than gathering whole rows.
+//! per epoch at 30,000 and 100,000 neurons per layer than gathering whole rows. Beyond 50,000
+//! rows a panel outgrows the TLB's reach too, and each panel's product runs tile by tile of
+//! the gathered rows ([`Tiles`]; the rows written are added to from the second tile on):
+//! 0.75–0.79× the epoch at 100,000 and 333,334 neurons.
 //!
 //! Cost ∝ batch × nnz; memory ∝ batch × (n_in + n_out) + nnz. Nothing of size `n_in × n_out`
 //! exists.
 
-use crate::sparse_plan::{ConnectionPlan, Grouping};
+use crate::sparse_plan::{ConnectionPlan, Grouping, Tiles};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -668,18 +671,21 @@ fn check_shapes(xt: &[f32], batch: usize, values: &[f32], plan: &ConnectionPlan)
 /// `xt` is `[n_in, batch]` row-major, `values` in the plan's storage order; returns `yt`,
 /// `[n_out, batch]`.
 pub fn forward_t(xt: &[f32], batch: usize, values: &[f32], plan: &ConnectionPlan) -> Vec<f32> {
-    forward_t_in(xt, batch, values, plan, panel_width(plan.n_in, batch))
+    let panel = panel_width(plan.n_in, batch);
+    forward_t_in(xt, batch, values, plan, panel, TILE_ROWS)
 }
 
-/// [`forward_t`] on panels of `panel` batch columns (`None`: whole rows).
+/// [`forward_t`] on panels of `panel` batch columns (`None`: whole rows), in tiles of
+/// `tile_rows` input rows where there are more.
 fn forward_t_in(
     xt: &[f32],
     batch: usize,
     values: &[f32],
     plan: &ConnectionPlan,
     panel: Option<usize>,
+    tile_rows: usize,
 ) -> Vec<f32> {
-    let Some(f) = Forward::new(xt, batch, values, plan, panel) else {
+    let Some(f) = Forward::new(xt, batch, values, plan, panel, tile_rows) else {
         return vec![0f32; plan.n_out * batch];
     };
     written(plan.n_out * batch, |out| f.product(out))
@@ -700,19 +706,21 @@ pub(crate) fn forward_t_then(
     then: impl Fn(usize, &mut [f32], &mut [MaybeUninit<f32>]) + Sync,
 ) -> (Vec<f32>, Vec<f32>) {
     let panel = panel_width(plan.n_in, batch);
-    forward_t_then_in(xt, batch, values, plan, panel, then)
+    forward_t_then_in(xt, batch, values, plan, panel, TILE_ROWS, then)
 }
 
-/// [`forward_t_then`] on panels of `panel` batch columns (`None`: whole rows).
+/// [`forward_t_then`] on panels of `panel` batch columns (`None`: whole rows), in tiles of
+/// `tile_rows` input rows where there are more.
 fn forward_t_then_in(
     xt: &[f32],
     batch: usize,
     values: &[f32],
     plan: &ConnectionPlan,
     panel: Option<usize>,
+    tile_rows: usize,
     then: impl Fn(usize, &mut [f32], &mut [MaybeUninit<f32>]) + Sync,
 ) -> (Vec<f32>, Vec<f32>) {
-    let Some(f) = Forward::new(xt, batch, values, plan, panel) else {
+    let Some(f) = Forward::new(xt, batch, values, plan, panel, tile_rows) else {
         return (Vec::new(), Vec::new());
     };
     let n = plan.n_out * batch;
@@ -776,6 +784,17 @@ pub(crate) fn panel_width(n_src: usize, batch: usize) -> Option<usize> {
         .find(|&w| w < batch && batch.is_multiple_of(w))
 }
 
+/// The most gathered rows per tile of a product on panels (6.4 MB of 32-column panel rows):
+/// with more rows than this, the product runs tile by tile ([`Tiles`], of equal sizes), and
+/// the rows it gathers from in a pass stay within the cache and the TLB's reach (a panel of
+/// 100,000 rows is 12.8 MB, 3,125 pages of 4 KB; this machine's L2 TLB holds 2,048).
+/// `kernel_bench` at N = 100,000 (forward / backward / ∂w-only, ms): whole panels
+/// 174 / 193 / 225, tiles of 50,000 rows 75–80 / 98 / 88–92, of 33,334 86 / 115 / 98, of
+/// 25,000 92 / 142 / 118. `bench scale` (interleaved pairs, medians): 0.75× the epoch of whole
+/// panels at 100,000 neurons (0.92× that of 25,000-row tiles), 0.79× at 333,334 (seven tiles
+/// of 47,620 rows).
+const TILE_ROWS: usize = 50_000;
+
 /// A feature-major `[n, b]` array cut into `b / width` panels of `width` batch columns, each
 /// stored as its own contiguous `[n, width]` array: a product that gathers rows from a
 /// source larger than the cache runs once per panel, all threads on the same panel, whose
@@ -836,36 +855,160 @@ impl Panels {
     }
 }
 
+/// A task's share of one pass of a product on panels: runs of slots, each for one of the
+/// task's rows (groups `first..`), in order. Without tiles run `r` is group `first + r` with
+/// its slots; with tiles, the groups with connections in the tile (every group in tile 0).
+#[derive(Clone, Copy)]
+struct Runs<'a> {
+    /// The group of each run; `None`: run `r` is group `first + r`.
+    groups: Option<&'a [u32]>,
+    first: usize,
+    /// Run `r`'s slots end at `ends[r]` and start where run `r - 1`'s end (`start` for the
+    /// first).
+    ends: &'a [usize],
+    start: usize,
+    /// Whether the runs add to the rows (a later tile) instead of writing them.
+    add: bool,
+}
+
+impl Runs<'_> {
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Run `r`'s row, counted from the task's first.
+    #[inline(always)]
+    fn row(&self, r: usize) -> usize {
+        self.groups.map_or(r, |g| g[r] as usize - self.first)
+    }
+
+    #[inline(always)]
+    fn slots(&self, r: usize) -> std::ops::Range<usize> {
+        (if r == 0 { self.start } else { self.ends[r - 1] })..self.ends[r]
+    }
+
+    /// The slot after the last run's.
+    fn end(&self) -> usize {
+        self.ends.last().copied().unwrap_or(self.start)
+    }
+}
+
+/// The slot order of a product on panels: its grouping's, or [`Tiles`] of the gathered rows
+/// when there are more than a tile's.
+#[derive(Clone, Copy)]
+enum Order<'a> {
+    Groups(&'a Grouping),
+    Tiles(&'a Tiles),
+}
+
+impl<'a> Order<'a> {
+    /// The order for `groups`, which gather from `n_other` rows, in tiles of at most
+    /// `tile_rows`.
+    fn new(groups: &'a Grouping, n_other: usize, tile_rows: usize) -> Self {
+        if n_other > tile_rows {
+            Self::Tiles(groups.tiled(n_other, tile_rows))
+        } else {
+            Self::Groups(groups)
+        }
+    }
+
+    /// The gathered row of each slot.
+    fn other(&self) -> &'a [u32] {
+        match self {
+            Self::Groups(g) => &g.other,
+            Self::Tiles(t) => &t.other,
+        }
+    }
+
+    fn arrange<'v>(&self, values: &'v [f32]) -> std::borrow::Cow<'v, [f32]> {
+        match self {
+            Self::Groups(g) => g.arrange(values),
+            Self::Tiles(t) => t.arrange(values),
+        }
+    }
+
+    fn restore(&self, v: Vec<f32>) -> Vec<f32> {
+        match self {
+            Self::Groups(g) => g.restore(v),
+            Self::Tiles(t) => t.restore(v),
+        }
+    }
+
+    /// Passes per panel: one per tile.
+    fn tiles(&self) -> usize {
+        match self {
+            Self::Groups(_) => 1,
+            Self::Tiles(t) => t.count(),
+        }
+    }
+
+    /// The runs of tile `tile` of each task of `per` groups (of `n`).
+    fn tasks_runs(&self, tile: usize, per: usize, n: usize) -> Vec<Runs<'a>> {
+        (0..n.div_ceil(per))
+            .map(|t| self.task_runs(tile, t * per, per.min(n - t * per)))
+            .collect()
+    }
+
+    /// The runs of tile `tile` in groups `first..first + n`.
+    fn task_runs(&self, tile: usize, first: usize, n: usize) -> Runs<'a> {
+        match *self {
+            Self::Groups(g) => Runs {
+                groups: None,
+                first,
+                ends: &g.offsets[first + 1..first + n + 1],
+                start: g.offsets[first],
+                add: false,
+            },
+            Self::Tiles(t) => {
+                let (a, z) = (t.tile_runs[tile], t.tile_runs[tile + 1]);
+                let groups = &t.run_group[a..z];
+                let lo = a + groups.partition_point(|&g| (g as usize) < first);
+                let hi = a + groups.partition_point(|&g| (g as usize) < first + n);
+                Runs {
+                    groups: Some(&t.run_group[lo..hi]),
+                    first,
+                    ends: &t.run_end[lo..hi],
+                    start: if lo == 0 { 0 } else { t.run_end[lo - 1] },
+                    add: tile > 0,
+                }
+            }
+        }
+    }
+}
+
 /// Connections ahead whose panel rows are prefetched (a panel row is one or two cache lines,
 /// so a connection takes less time than with whole rows and the prefetches go further
 /// ahead; 4, 16 and 24 were no faster at 30,000 neurons).
 const PANEL_PREFETCH_AHEAD: usize = 8;
 
 /// [`gather_axpy`] for batch columns `col..col + W` only, from `src`, that panel of the
-/// source (`[n_src, W]`): `out[g, col..col + W] = Σ_{s ∈ g} w[s] · src[other[s]]` for the
-/// rows `g` of `out` (whole rows of `b`, from group `first`). The row's `W` sums stay in
-/// registers; the prefetches run ahead across the rows of the task.
+/// source (`[n_src, W]`): `out[g, col..col + W] (+)= Σ_{s ∈ g} w[s] · src[other[s]]` for the
+/// groups `g` of `runs` (`out` holds the task's whole rows of `b`; a run adds to its row when
+/// `runs.add`). The row's `W` sums stay in registers; the prefetches run ahead across the
+/// runs of the task.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::needless_range_loop)] // a slot indexes `w` and finds its row (and one ahead)
 fn panel_gather_avx2<const W: usize>(
     out: &mut [MaybeUninit<f32>],
-    first: usize,
     b: usize,
     col: usize,
-    groups: &Grouping,
+    runs: Runs<'_>,
+    other: &[u32],
     w: &[f32],
     src: &[f32],
 ) {
     use core::arch::x86_64::*;
     const { assert!(W.is_multiple_of(8) && W <= 32) };
-    let n = out.len() / b;
-    let end = groups.offsets[first + n];
-    for (dg, row) in out.chunks_exact_mut(b).enumerate() {
-        let g = first + dg;
+    let end = runs.end();
+    for r in 0..runs.len() {
+        let dst = &mut out[runs.row(r) * b + col..][..W];
         let mut acc = [_mm256_setzero_ps(); 4];
-        for slot in groups.offsets[g]..groups.offsets[g + 1] {
-            let xs = panel_row::<W>(src, groups, slot, end);
+        if runs.add {
+            // SAFETY: tile 0 wrote every row of the task (a run for each).
+            unsafe { load_panel_row::<W>(&mut acc, dst) };
+        }
+        for slot in runs.slots(r) {
+            let xs = panel_row::<W>(src, other, slot, end);
             let wk = _mm256_set1_ps(w[slot]);
             for (q, acc) in acc.iter_mut().enumerate().take(W / 8) {
                 // SAFETY: `xs` holds W floats; `8q + 8 <= W`.
@@ -873,7 +1016,7 @@ fn panel_gather_avx2<const W: usize>(
                 *acc = _mm256_fmadd_ps(wk, x, *acc);
             }
         }
-        store_panel_row::<W>(&acc, &mut row[col..col + W]);
+        store_panel_row::<W>(&acc, dst);
     }
 }
 
@@ -883,16 +1026,35 @@ fn panel_gather_avx2<const W: usize>(
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 fn panel_row<'a, const W: usize>(
     src: &'a [f32],
-    groups: &Grouping,
+    other: &[u32],
     slot: usize,
     end: usize,
 ) -> &'a [f32; W] {
     if slot + PANEL_PREFETCH_AHEAD < end {
-        let ahead = groups.other[slot + PANEL_PREFETCH_AHEAD] as usize;
+        let ahead = other[slot + PANEL_PREFETCH_AHEAD] as usize;
         prefetch(src, ahead * W, W);
     }
-    let at = groups.other[slot] as usize * W;
+    let at = other[slot] as usize * W;
     src[at..at + W].try_into().expect("panel row")
+}
+
+/// The `W` values of `src` into the first `W / 8` of `acc`.
+///
+/// # Safety
+/// `src` must be initialised.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn load_panel_row<const W: usize>(
+    acc: &mut [core::arch::x86_64::__m256; 4],
+    src: &[MaybeUninit<f32>],
+) {
+    use core::arch::x86_64::*;
+    assert!(src.len() >= W && W <= 32, "panel row");
+    for (q, a) in acc.iter_mut().enumerate().take(W / 8) {
+        // SAFETY: `src` holds W floats (asserted), initialised (the caller's guarantee).
+        *a = unsafe { _mm256_loadu_ps(src.as_ptr().add(8 * q).cast::<f32>()) };
+    }
 }
 
 /// The first `W / 8` of `acc` into `dst` (`W` values).
@@ -912,39 +1074,32 @@ fn store_panel_row<const W: usize>(
     dst.write_copy_of_slice(&vals[..W]);
 }
 
-/// The rows `first..first + n` of a backward task, in panel `p`.
-#[derive(Clone, Copy)]
-struct PanelRows {
-    first: usize,
-    n: usize,
-    p: usize,
-}
-
 /// [`backward_rows`] for batch columns `p·W..(p + 1)·W` only, gathering from that panel of
-/// `gᵀ` (`panels`; `at.gt` is not read): `gx[i, cols] = Σ_{s ∈ i} w[s] · g[other[s], cols]`
-/// (the row's sums in registers) and `dw[s] += xᵀ[i, cols] · g[other[s], cols]` (panel 0
-/// writes `dw`, the others add to it: every slot of the task is written in panel 0).
+/// `gᵀ` (`panels`; `at.gt` is not read) for the input neurons `i` of `runs`:
+/// `gx[i, cols] (+)= Σ_{s ∈ i} w[s] · g[other[s], cols]` (the row's sums in registers; a run
+/// adds when `runs.add`) and `dw[s] += xᵀ[i, cols] · g[other[s], cols]` (`dw` holds the
+/// runs' slots; panel 0 writes them, the later panels add).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 fn panel_backward_avx2<const W: usize>(
     mut gx: Option<&mut [MaybeUninit<f32>]>,
     mut dw: Option<&mut [MaybeUninit<f32>]>,
-    PanelRows { first, n, p }: PanelRows,
+    (runs, p): (Runs<'_>, usize),
     at: BackwardInputs<'_>,
+    other: &[u32],
     panels: &Panels,
 ) {
     use core::arch::x86_64::*;
     const { assert!(W.is_multiple_of(8) && W <= 32) };
-    let BackwardInputs {
-        b, groups, w, xt, ..
-    } = at;
+    let BackwardInputs { b, w, xt, .. } = at;
     let src = panels.panel(p);
     let col = p * W;
-    let (slot0, end) = (groups.offsets[first], groups.offsets[first + n]);
-    // the partial ∂w of the last `count` slots (consecutive, across rows), summed 8 at a time
+    let (slot0, end) = (runs.start, runs.end());
+    // the partial ∂w of the last `count` slots (consecutive, across runs), summed 8 at a time
     let mut pending = [_mm256_setzero_ps(); 8];
     let mut count = 0;
-    for i in first..first + n {
+    for r in 0..runs.len() {
+        let i = runs.first + runs.row(r);
         let x: &[f32; W] = xt[i * b + col..][..W].try_into().expect("panel row");
         let mut xs = [_mm256_setzero_ps(); 4];
         for (q, xq) in xs.iter_mut().enumerate().take(W / 8) {
@@ -952,8 +1107,12 @@ fn panel_backward_avx2<const W: usize>(
             *xq = unsafe { _mm256_loadu_ps(x.as_ptr().add(8 * q)) };
         }
         let mut acc = [_mm256_setzero_ps(); 4];
-        for slot in groups.offsets[i]..groups.offsets[i + 1] {
-            let gs = panel_row::<W>(src, groups, slot, end);
+        if let Some(gx) = gx.as_deref().filter(|_| runs.add) {
+            // SAFETY: tile 0 wrote every row of the task (a run for each).
+            unsafe { load_panel_row::<W>(&mut acc, &gx[runs.row(r) * b + col..][..W]) };
+        }
+        for slot in runs.slots(r) {
+            let gs = panel_row::<W>(src, other, slot, end);
             let wk = _mm256_set1_ps(w[slot]);
             // two chains for the partial dot product (half the FMA latency per connection)
             let mut d = [_mm256_setzero_ps(); 2];
@@ -968,7 +1127,7 @@ fn panel_backward_avx2<const W: usize>(
                 count += 1;
                 if count == 8 {
                     let eight = &mut dw[slot + 1 - 8 - slot0..slot + 1 - slot0];
-                    // SAFETY: panel 0 wrote every slot of this task before any later panel
+                    // SAFETY: panel 0 wrote every slot of these runs before any later panel
                     // (`add` only from panel 1 on).
                     unsafe { sum8_into(eight, &pending, p > 0) };
                     count = 0;
@@ -976,16 +1135,15 @@ fn panel_backward_avx2<const W: usize>(
             }
         }
         if let Some(gx) = gx.as_deref_mut() {
-            let di = i - first;
-            store_panel_row::<W>(&acc, &mut gx[di * b + col..di * b + col + W]);
+            store_panel_row::<W>(&acc, &mut gx[runs.row(r) * b + col..][..W]);
         }
     }
-    // the task's last slots, fewer than eight
+    // the last slots, fewer than eight
     if let Some(dw) = dw {
         for (k, d) in pending[..count].iter().enumerate() {
             let v = &mut dw[end - count + k - slot0];
             let d = hsum_avx2(*d);
-            // SAFETY: panel 0 wrote every slot of this task before any later panel runs.
+            // SAFETY: panel 0 wrote every slot of these runs before any later panel runs.
             v.write(if p == 0 {
                 d
             } else {
@@ -1038,44 +1196,52 @@ struct Forward<'a> {
     per: usize,
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     fma: bool,
-    /// `xᵀ` packed as [`Panels`] when the product runs panel by panel.
-    panels: Option<Panels>,
+    /// `xᵀ` packed as [`Panels`] when the product runs panel by panel, and the slots' order
+    /// there (`w` is in that order).
+    panels: Option<(Panels, Order<'a>)>,
 }
 
 impl<'a> Forward<'a> {
     /// The forward product of `plan` (shapes checked), on panels of `panel` batch columns
-    /// (`None`: whole rows; panels need AVX2 + FMA and a batch they divide); `None` when it
-    /// has no values.
+    /// (`None`: whole rows; panels need AVX2 + FMA and a batch they divide) in tiles of
+    /// `tile_rows` input rows where there are more; `None` when it has no values.
     fn new(
         xt: &'a [f32],
         batch: usize,
         values: &'a [f32],
         plan: &'a ConnectionPlan,
         panel: Option<usize>,
+        tile_rows: usize,
     ) -> Option<Self> {
         check_shapes(xt, batch, values, plan);
         if batch == 0 || plan.n_out == 0 {
             return None;
         }
         let groups = &plan.by_output;
+        // (no source rows: whole rows, which write the zeros)
+        let panels = panel.filter(|_| plan.n_in > 0).map(|w| {
+            assert!(has_fma(), "panels need AVX2 and FMA");
+            let order = Order::new(groups, plan.n_in, tile_rows);
+            (Panels::pack(xt, plan.n_in, batch, w), order)
+        });
+        let w = match &panels {
+            Some((_, order)) => order.arrange(values),
+            None => groups.arrange(values),
+        };
         Some(Self {
             groups,
-            w: groups.arrange(values),
+            w,
             xt,
             batch,
             per: rows_per_task(plan.n_out, KERNEL_TASKS_PER_THREAD),
             fma: has_fma(),
-            // (no source rows: whole rows, which write the zeros)
-            panels: panel.filter(|_| plan.n_in > 0).map(|w| {
-                assert!(has_fma(), "panels need AVX2 and FMA");
-                Panels::pack(xt, plan.n_in, batch, w)
-            }),
+            panels,
         })
     }
 
-    /// The whole product into `out` (`[n_out, batch]`): task by task, or panel by panel with
-    /// every task of a panel before the next (the threads then share one panel in the
-    /// cache).
+    /// The whole product into `out` (`[n_out, batch]`): task by task, or panel by panel (and
+    /// tile by tile) with every task of a pass before the next (the threads then share one
+    /// panel, or tile, in the cache).
     fn product(&self, out: &mut [MaybeUninit<f32>]) {
         let rows = self.per * self.batch;
         match &self.panels {
@@ -1083,19 +1249,30 @@ impl<'a> Forward<'a> {
                 .par_chunks_mut(rows)
                 .enumerate()
                 .for_each(|(t, chunk)| self.rows(chunk, t * self.per)),
-            Some(panels) => {
+            Some((panels, order)) => {
                 for p in 0..panels.count() {
-                    out.par_chunks_mut(rows)
-                        .enumerate()
-                        .for_each(|(t, chunk)| self.panel_rows(chunk, t * self.per, panels, p));
+                    for tile in 0..order.tiles() {
+                        out.par_chunks_mut(rows).enumerate().for_each(|(t, chunk)| {
+                            let runs =
+                                order.task_runs(tile, t * self.per, chunk.len() / self.batch);
+                            self.panel_runs(chunk, runs, panels, order, p)
+                        });
+                    }
                 }
             }
         }
     }
 
-    /// Columns `p·w..(p + 1)·w` of the product's rows `first..` into `out` (whole rows).
-    fn panel_rows(&self, out: &mut [MaybeUninit<f32>], first: usize, panels: &Panels, p: usize) {
-        let (b, groups, w) = (self.batch, self.groups, &self.w[..]);
+    /// Columns `p·w..(p + 1)·w` of the rows of `runs` into `out` (the task's whole rows).
+    fn panel_runs(
+        &self,
+        out: &mut [MaybeUninit<f32>],
+        runs: Runs<'_>,
+        panels: &Panels,
+        order: &Order<'_>,
+        p: usize,
+    ) {
+        let (b, w, other) = (self.batch, &self.w[..], order.other());
         let src = panels.panel(p);
         let col = p * panels.width;
         // SAFETY (all arms): `Panels` only exist where the CPU has AVX2 and FMA (asserted when
@@ -1103,13 +1280,13 @@ impl<'a> Forward<'a> {
         #[cfg(target_arch = "x86_64")]
         unsafe {
             match panels.width {
-                16 => panel_gather_avx2::<16>(out, first, b, col, groups, w, src),
-                32 => panel_gather_avx2::<32>(out, first, b, col, groups, w, src),
+                16 => panel_gather_avx2::<16>(out, b, col, runs, other, w, src),
+                32 => panel_gather_avx2::<32>(out, b, col, runs, other, w, src),
                 other => unreachable!("panel width {other}"),
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
-        let _ = (out, first, b, groups, w, src, col);
+        let _ = (out, b, runs, other, w, src, col);
     }
 
     /// The product's rows `first..` into `out` (whole rows).
@@ -1158,11 +1335,15 @@ pub fn backward_t(
         values,
         plan,
         [want_input, want_values],
-        panel,
+        (panel, TILE_ROWS),
     )
 }
 
-/// [`backward_t`] gathering `gᵀ` on panels of `panel` batch columns (`None`: whole rows).
+/// A task's part of an output: `None` where that output is not wanted.
+type Part<'p> = Option<&'p mut [MaybeUninit<f32>]>;
+
+/// [`backward_t`] gathering `gᵀ` on panels of `panel` batch columns (`None`: whole rows), in
+/// tiles of `tile_rows` output rows where there are more.
 fn backward_t_in(
     xt: &[f32],
     gt: &[f32],
@@ -1170,7 +1351,7 @@ fn backward_t_in(
     values: &[f32],
     plan: &ConnectionPlan,
     [want_input, want_values]: [bool; 2],
-    panel: Option<usize>,
+    (panel, tile_rows): (Option<usize>, usize),
 ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
     check_shapes(xt, batch, values, plan);
     assert_eq!(
@@ -1187,10 +1368,19 @@ fn backward_t_in(
         let dw = want_values.then(|| vec![0f32; plan.nnz()]);
         return (gx, dw);
     }
-    let w = groups.arrange(values);
     let per = rows_per_task(n_in, KERNEL_TASKS_PER_THREAD);
     let tasks = n_in.div_ceil(per);
     let fma = has_fma();
+    // (no source rows: whole rows, which write the zeros)
+    let panels = panel.filter(|_| plan.n_out > 0).map(|width| {
+        assert!(fma, "panels need AVX2 and FMA");
+        let order = Order::new(groups, plan.n_out, tile_rows);
+        (Panels::pack(gt, plan.n_out, batch, width), order)
+    });
+    let w = match &panels {
+        Some((_, order)) => order.arrange(values),
+        None => groups.arrange(values),
+    };
     let at = BackwardInputs {
         b: batch,
         groups,
@@ -1198,77 +1388,64 @@ fn backward_t_in(
         xt,
         gt,
     };
-    // (no source rows: whole rows, which write the zeros)
-    let panels = panel.filter(|_| plan.n_out > 0).map(|width| {
-        assert!(fma, "panels need AVX2 and FMA");
-        Panels::pack(gt, plan.n_out, batch, width)
-    });
-    let run = |gx: Option<&mut [MaybeUninit<f32>]>, dw: Option<&mut [MaybeUninit<f32>]>| {
-        // each task's rows of ∂x and slots of ∂w
-        let mut gx_parts: Vec<Option<&mut [MaybeUninit<f32>]>> = match gx {
+    let run = |gx: Part<'_>, mut dw: Part<'_>| {
+        // each task's rows of ∂x
+        let mut gx_parts: Vec<Part<'_>> = match gx {
             Some(g) => g.chunks_mut(per * batch).map(Some).collect(),
             None => (0..tasks).map(|_| None).collect(),
         };
-        let mut dw_parts = Vec::with_capacity(tasks);
-        let mut rest = dw;
-        for t in 0..tasks {
-            let (a, z) = (t * per, ((t + 1) * per).min(n_in));
-            let len = groups.offsets[z] - groups.offsets[a];
-            dw_parts.push(rest.take().map(|r| {
-                let (head, tail) = r.split_at_mut(len);
-                rest = Some(tail);
-                head
-            }));
-        }
-        type Part<'p> = Option<&'p mut [MaybeUninit<f32>]>;
-        let mut each_task = |task: &(dyn Fn(PanelRows, Part<'_>, Part<'_>) + Sync), p: usize| {
-            gx_parts
-                .par_iter_mut()
-                .zip(dw_parts.par_iter_mut())
-                .enumerate()
-                .for_each(|(t, (gx, dw))| {
-                    let (first, n) = (t * per, per.min(n_in - t * per));
-                    task(
-                        PanelRows { first, n, p },
-                        gx.as_deref_mut(),
-                        dw.as_deref_mut(),
-                    )
-                })
-        };
-        let Some(panels) = &panels else {
-            each_task(
-                &|PanelRows { first, n, .. }, gx, dw| {
-                    #[cfg(target_arch = "x86_64")]
-                    if fma {
-                        // SAFETY: the CPU has AVX2 and FMA (checked above).
-                        unsafe { backward_rows_avx2(gx, dw, first, n, at) };
-                        return;
-                    }
-                    backward_rows::<false>(gx, dw, first, n, at);
-                },
-                0,
-            );
+        // each task's runs of a pass, and its slots of ∂w: consecutive, from the first's
+        let mut each_task =
+            |runs: &[Runs<'_>], task: &(dyn Fn(Runs<'_>, Part<'_>, Part<'_>) + Sync)| {
+                let mut dw_parts: Vec<Part<'_>> = Vec::with_capacity(tasks);
+                let mut rest = dw.as_deref_mut().map(|d| &mut d[runs[0].start..]);
+                for r in runs {
+                    dw_parts.push(rest.take().map(|d| {
+                        let (head, tail) = d.split_at_mut(r.end() - r.start);
+                        rest = Some(tail);
+                        head
+                    }));
+                }
+                gx_parts
+                    .par_iter_mut()
+                    .zip(dw_parts.par_iter_mut())
+                    .zip(runs.par_iter())
+                    .for_each(|((gx, dw), runs)| task(*runs, gx.as_deref_mut(), dw.as_deref_mut()))
+            };
+        let Some((panels, order)) = &panels else {
+            let runs = Order::Groups(groups).tasks_runs(0, per, n_in);
+            each_task(&runs, &|runs, gx, dw| {
+                let (first, n) = (runs.first, runs.len());
+                #[cfg(target_arch = "x86_64")]
+                if fma {
+                    // SAFETY: the CPU has AVX2 and FMA (checked above).
+                    unsafe { backward_rows_avx2(gx, dw, first, n, at) };
+                    return;
+                }
+                backward_rows::<false>(gx, dw, first, n, at);
+            });
             return;
         };
-        // every task of a panel before the next: the threads share one panel in the cache
+        let other = order.other();
+        // every task of a pass (panel and tile) before the next: the threads share the pass's
+        // rows in the cache
         for p in 0..panels.count() {
-            each_task(
-                &|rows, gx, dw| {
+            for tile in 0..order.tiles() {
+                each_task(&order.tasks_runs(tile, per, n_in), &|runs, gx, dw| {
                     // SAFETY (both arms): `Panels` only exist where the CPU has AVX2 and FMA
                     // (asserted when they are packed).
                     #[cfg(target_arch = "x86_64")]
                     unsafe {
                         match panels.width {
-                            16 => panel_backward_avx2::<16>(gx, dw, rows, at, panels),
-                            32 => panel_backward_avx2::<32>(gx, dw, rows, at, panels),
+                            16 => panel_backward_avx2::<16>(gx, dw, (runs, p), at, other, panels),
+                            32 => panel_backward_avx2::<32>(gx, dw, (runs, p), at, other, panels),
                             other => unreachable!("panel width {other}"),
                         }
                     }
                     #[cfg(not(target_arch = "x86_64"))]
-                    let _ = (gx, dw, rows);
-                },
-                p,
-            );
+                    let _ = (gx, dw, runs, other);
+                });
+            }
         }
     };
     let (gx, dw) = match (want_input, want_values) {
@@ -1283,7 +1460,11 @@ fn backward_t_in(
         (false, true) => (None, Some(written(plan.nnz(), |dw| run(None, Some(dw))))),
         (false, false) => (None, None),
     };
-    (gx, dw.map(|d| groups.restore(d)))
+    let restore = |d| match &panels {
+        Some((_, order)) => order.restore(d),
+        None => groups.restore(d),
+    };
+    (gx, dw.map(restore))
 }
 
 #[cfg(test)]
@@ -1449,16 +1630,23 @@ mod tests {
         ] {
             let c = case(b, n_in, n_out, nnz, true, width as u64);
             let xt = transpose(&c.x, b, n_in);
-            let want = forward_t_in(&xt, b, &c.w, &c.plan(), None);
-            let got = forward_t_in(&xt, b, &c.w, &c.plan(), Some(width));
+            let want = forward_t_in(&xt, b, &c.w, &c.plan(), None, TILE_ROWS);
+            let got = forward_t_in(&xt, b, &c.w, &c.plan(), Some(width), TILE_ROWS);
             assert_eq!(got, want, "b {b}, width {width}");
-            let (z, y) =
-                forward_t_then_in(&xt, b, &c.w, &c.plan(), Some(width), |first, zc, yc| {
+            let (z, y) = forward_t_then_in(
+                &xt,
+                b,
+                &c.w,
+                &c.plan(),
+                Some(width),
+                TILE_ROWS,
+                |first, zc, yc| {
                     for (k, (z, y)) in zc.iter_mut().zip(yc.iter_mut()).enumerate() {
                         y.write(*z + 1000.0 * (first + k / b) as f32);
                         *z = -*z;
                     }
-                });
+                },
+            );
             for (k, w) in want.iter().enumerate() {
                 assert_eq!(z[k], -w, "b {b}, width {width}, {k}");
                 assert_eq!(
@@ -1470,7 +1658,7 @@ mod tests {
             // backward: the same ∂x sums (bit for bit), ∂w summed panel by panel; both, or
             // either alone
             let gt = transpose(&c.g, b, n_out);
-            let whole = backward_t_in(&xt, &gt, b, &c.w, &c.plan(), [true, true], None);
+            let whole = backward_t_in(&xt, &gt, b, &c.w, &c.plan(), [true, true], (None, 1));
             let (gx, dw) = (whole.0.unwrap(), whole.1.unwrap());
             // (∂w of whole rows against the connection-wise sums: rows of 8+ connections)
             let want_dw: Vec<f64> = (0..nnz)
@@ -1483,7 +1671,15 @@ mod tests {
                 .collect();
             close(&dw, &want_dw);
             for wanted in [[true, true], [true, false], [false, true]] {
-                let (pgx, pdw) = backward_t_in(&xt, &gt, b, &c.w, &c.plan(), wanted, Some(width));
+                let (pgx, pdw) = backward_t_in(
+                    &xt,
+                    &gt,
+                    b,
+                    &c.w,
+                    &c.plan(),
+                    wanted,
+                    (Some(width), TILE_ROWS),
+                );
                 assert_eq!(pgx.is_some(), wanted[0]);
                 assert_eq!(pdw.is_some(), wanted[1]);
                 if let Some(pgx) = pgx {
@@ -1493,6 +1689,84 @@ mod tests {
                     let dw: Vec<f64> = dw.iter().map(|&v| v as f64).collect();
                     close(&pdw, &dw);
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn tiles_give_the_whole_rows_product() {
+        if !has_fma() {
+            return; // panels need AVX2 + FMA; `panel_width` never picks them without
+        }
+        let wide = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
+        // storage grouped by input or not; tiles of one row, of a few, a last tile that is
+        // short, tiles with no connections, one or several tasks
+        for (b, width, n_in, n_out, nnz, shuffled) in [
+            (128, 32, 300, 257, 4000, true),
+            (64, 16, 120, 90, 3000, false),
+            (32, 16, 40, 3, 30, true),
+            (32, 16, 3, 50, 20, false),
+        ] {
+            let c = case(b, n_in, n_out, nnz, shuffled, n_in as u64);
+            let plan = c.plan();
+            let xt = transpose(&c.x, b, n_in);
+            let gt = transpose(&c.g, b, n_out);
+            let want = forward_t_in(&xt, b, &c.w, &plan, None, TILE_ROWS);
+            let (gx, dw) = backward_t_in(&xt, &gt, b, &c.w, &plan, [true, true], (None, 1));
+            let (gx, dw) = (gx.unwrap(), dw.unwrap());
+            for tile_rows in [1, 7, 64] {
+                // a grouping keeps one tile size: a fresh plan per size
+                let plan = c.plan();
+                let at = format!("b {b}, width {width}, tiles of {tile_rows}");
+                let got = forward_t_in(&xt, b, &c.w, &plan, Some(width), tile_rows);
+                close(&got, &wide(&want));
+                let (z, y) = forward_t_then_in(&xt, b, &c.w, &plan, Some(width), tile_rows, {
+                    |first, zc, yc| {
+                        for (k, (z, y)) in zc.iter_mut().zip(yc.iter_mut()).enumerate() {
+                            y.write(*z + (first + k / b) as f32);
+                        }
+                    }
+                });
+                assert_eq!(z, got, "{at}");
+                let rows: Vec<f32> = (0..n_out * b).map(|k| got[k] + (k / b) as f32).collect();
+                assert_eq!(y, rows, "{at}");
+                for wanted in [[true, true], [true, false], [false, true]] {
+                    let (tgx, tdw) =
+                        backward_t_in(&xt, &gt, b, &c.w, &plan, wanted, (Some(width), tile_rows));
+                    assert_eq!(tgx.is_some(), wanted[0], "{at}");
+                    assert_eq!(tdw.is_some(), wanted[1], "{at}");
+                    if let Some(tgx) = tgx {
+                        close(&tgx, &wide(&gx));
+                    }
+                    if let Some(tdw) = tdw {
+                        close(&tdw, &wide(&dw));
+                    }
+                }
+                // whole tiles of the gathered rows, in order, with the same connections
+                let tiles = plan.by_output.tiled(n_in, tile_rows);
+                assert_eq!(tiles.count(), n_in.div_ceil(tile_rows).max(1), "{at}");
+                assert!(tiles.rows <= tile_rows, "{at}");
+                assert_eq!(tiles.count(), n_in.div_ceil(tiles.rows).max(1), "{at}");
+                let mut seen = vec![false; nnz];
+                for t in 0..tiles.count() {
+                    let runs = tiles.tile_runs[t]..tiles.tile_runs[t + 1];
+                    if t == 0 {
+                        assert_eq!(runs.len(), n_out, "tile 0 has every group: {at}");
+                    }
+                    for r in runs {
+                        let start = if r == 0 { 0 } else { tiles.run_end[r - 1] };
+                        assert!(t == 0 || start < tiles.run_end[r], "empty run: {at}");
+                        for slot in start..tiles.run_end[r] {
+                            let k = tiles.perm[slot] as usize;
+                            assert!(!seen[k], "{at}");
+                            seen[k] = true;
+                            assert_eq!(tiles.other[slot] as i64, c.rows[k], "{at}");
+                            assert_eq!(tiles.run_group[r] as i64, c.cols[k], "{at}");
+                            assert_eq!(tiles.other[slot] as usize / tiles.rows, t, "{at}");
+                        }
+                    }
+                }
+                assert!(seen.iter().all(|&s| s), "every connection once: {at}");
             }
         }
     }
@@ -1509,7 +1783,10 @@ mod tests {
                 let panel = panels.panel(p);
                 assert_eq!(panel.as_ptr() as usize % 64, 0, "panel {p} of {n} × {b}");
                 for i in 0..n {
-                    assert_eq!(panel[i * width..][..width], src[i * b + p * width..][..width]);
+                    assert_eq!(
+                        panel[i * width..][..width],
+                        src[i * b + p * width..][..width]
+                    );
                 }
             }
         }

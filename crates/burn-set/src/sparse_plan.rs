@@ -1,6 +1,8 @@
 //! The connection plan of a truly sparse layer: its COO indices grouped the two ways the host
 //! kernels read them (by output neuron for the forward pass, by input neuron for the backward
-//! pass), built once per structure and cached.
+//! pass), built once per structure and cached; for the largest layers each grouping also
+//! keeps its connections [tile by tile](Tiles) of the neurons the kernels gather from, built
+//! on first use.
 //!
 //! A layer's structure changes only when SET evolves it (once an epoch), but the kernels ran a
 //! counting sort of the indices on every step, as long as the product itself at 1,000 neurons
@@ -22,7 +24,7 @@
 //!   Hashing the indices of a 10,000-neuron MLP took ~2 % of its step in a profile, on one core, which is
 //!   why the storage key exists.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use xxhash_rust::xxh3::Xxh3;
 
 /// Borrowed connection indices, in the integer type the backend stores.
@@ -81,6 +83,8 @@ pub struct Grouping {
     pub other: Vec<u32>,
     /// The connection of every slot, unless the storage order is this grouping.
     pub perm: Option<Vec<u32>>,
+    /// The same slots tile by tile ([`Grouping::tiled`]), built on first use.
+    tiles: OnceLock<Tiles>,
 }
 
 impl Grouping {
@@ -105,6 +109,7 @@ impl Grouping {
                 offsets,
                 other,
                 perm: None,
+                tiles: OnceLock::new(),
             };
         }
         let mut next = offsets[..n].to_vec();
@@ -120,6 +125,7 @@ impl Grouping {
             offsets,
             other: to,
             perm: Some(perm),
+            tiles: OnceLock::new(),
         }
     }
 
@@ -130,30 +136,149 @@ impl Grouping {
 
     /// `values` (storage order) in slot order: borrowed when they already are.
     pub fn arrange<'v>(&self, values: &'v [f32]) -> std::borrow::Cow<'v, [f32]> {
-        use rayon::prelude::*;
-        match &self.perm {
-            None => std::borrow::Cow::Borrowed(values),
-            Some(p) => std::borrow::Cow::Owned(
-                p.par_iter()
-                    .with_min_len(1 << 14)
-                    .map(|&k| values[k as usize])
-                    .collect(),
-            ),
-        }
+        arrange(self.perm.as_deref(), values)
     }
 
     /// Per-slot `v` back in storage order.
     pub fn restore(&self, v: Vec<f32>) -> Vec<f32> {
-        match &self.perm {
-            None => v,
-            Some(p) => {
-                let mut out = vec![0f32; v.len()];
-                for (&k, x) in p.iter().zip(v) {
-                    out[k as usize] = x;
+        restore(self.perm.as_deref(), v)
+    }
+
+    /// These slots [tile by tile](Tiles) of the `n_other` neurons on the other side, in as
+    /// few tiles of at most `max_rows` neurons as there can be, of equal size (but the
+    /// last); built on the first call and kept with the grouping.
+    ///
+    /// # Panics
+    /// If an earlier call asked for another tile size (a grouping keeps one).
+    pub fn tiled(&self, n_other: usize, max_rows: usize) -> &Tiles {
+        let rows = n_other.div_ceil(n_other.div_ceil(max_rows).max(1)).max(1);
+        let tiles = self.tiles.get_or_init(|| Tiles::new(self, n_other, rows));
+        assert_eq!(tiles.rows, rows, "one tile size per grouping");
+        tiles
+    }
+}
+
+/// `values` (storage order) in the order of `perm` (the connection of each slot; `None`:
+/// the same order, borrowed).
+fn arrange<'v>(perm: Option<&[u32]>, values: &'v [f32]) -> std::borrow::Cow<'v, [f32]> {
+    use rayon::prelude::*;
+    match perm {
+        None => std::borrow::Cow::Borrowed(values),
+        Some(p) => std::borrow::Cow::Owned(
+            p.par_iter()
+                .with_min_len(1 << 14)
+                .map(|&k| values[k as usize])
+                .collect(),
+        ),
+    }
+}
+
+/// Per-slot `v` back in storage order (the inverse of [`arrange`]).
+fn restore(perm: Option<&[u32]>, v: Vec<f32>) -> Vec<f32> {
+    match perm {
+        None => v,
+        Some(p) => {
+            let mut out = vec![0f32; v.len()];
+            for (&k, x) in p.iter().zip(v) {
+                out[k as usize] = x;
+            }
+            out
+        }
+    }
+}
+
+/// The slots of a [`Grouping`] reordered tile by tile of the neurons on the other side (the
+/// rows a product gathers): tile `t` holds the connections to other-side neurons
+/// `t·rows..(t + 1)·rows`, and within a tile they keep the grouping's order. A product then
+/// runs tile by tile, gathering from one tile's rows at a time: few enough to stay in the
+/// cache and the TLB's reach where all the rows do not.
+///
+/// A tile's slots come in *runs*, one per group with connections in the tile. Tile 0 has a
+/// run for every group, empty or not (so that a product writes every row there and adds to
+/// it in the later tiles). The runs take at most `nnz + n_groups` entries: the memory stays
+/// linear in the layer's size.
+#[derive(Debug)]
+pub struct Tiles {
+    /// Other-side neurons per tile.
+    pub rows: usize,
+    /// Tile `t`'s runs are `tile_runs[t]..tile_runs[t + 1]`.
+    pub tile_runs: Vec<usize>,
+    /// The group of each run (ascending within a tile).
+    pub run_group: Vec<u32>,
+    /// The slot end of each run: run `r` holds slots `run_end[r - 1]..run_end[r]` (from 0
+    /// for the first).
+    pub run_end: Vec<usize>,
+    /// The neuron on the other side, per slot.
+    pub other: Vec<u32>,
+    /// The connection (storage order) of every slot.
+    pub perm: Vec<u32>,
+}
+
+impl Tiles {
+    /// `groups` (whose other-side neurons are `< n_other`) in tiles of `rows` neurons.
+    pub fn new(groups: &Grouping, n_other: usize, rows: usize) -> Self {
+        assert!(rows > 0, "tiles of no rows");
+        let n_tiles = n_other.div_ceil(rows).max(1);
+        let tile = |s: usize| groups.other[s] as usize / rows;
+        let mut next = vec![0usize; n_tiles + 1];
+        for s in 0..groups.other.len() {
+            next[tile(s) + 1] += 1;
+        }
+        for t in 0..n_tiles {
+            next[t + 1] += next[t];
+        }
+        let nnz = groups.other.len();
+        let (mut other, mut perm) = (vec![0u32; nnz], vec![0u32; nnz]);
+        let mut runs: Vec<(Vec<u32>, Vec<usize>)> = vec![(Vec::new(), Vec::new()); n_tiles];
+        for g in 0..groups.groups() {
+            // tile 0: a run for every group, empty until its slots come
+            runs[0].0.push(g as u32);
+            runs[0].1.push(next[0]);
+            for s in groups.offsets[g]..groups.offsets[g + 1] {
+                let t = tile(s);
+                let at = next[t];
+                next[t] += 1;
+                other[at] = groups.other[s];
+                perm[at] = groups.perm.as_ref().map_or(s as u32, |p| p[s]);
+                let (gs, ends) = &mut runs[t];
+                if gs.last() == Some(&(g as u32)) {
+                    *ends.last_mut().expect("a run") = at + 1;
+                } else {
+                    gs.push(g as u32);
+                    ends.push(at + 1);
                 }
-                out
             }
         }
+        let mut tile_runs = vec![0];
+        let (mut run_group, mut run_end) = (Vec::new(), Vec::new());
+        for (gs, ends) in runs {
+            run_group.extend(gs);
+            run_end.extend(ends);
+            tile_runs.push(run_group.len());
+        }
+        Self {
+            rows,
+            tile_runs,
+            run_group,
+            run_end,
+            other,
+            perm,
+        }
+    }
+
+    /// Number of tiles.
+    pub fn count(&self) -> usize {
+        self.tile_runs.len() - 1
+    }
+
+    /// `values` (storage order) in slot order.
+    pub fn arrange<'v>(&self, values: &'v [f32]) -> std::borrow::Cow<'v, [f32]> {
+        arrange(Some(&self.perm), values)
+    }
+
+    /// Per-slot `v` back in storage order.
+    pub fn restore(&self, v: Vec<f32>) -> Vec<f32> {
+        restore(Some(&self.perm), v)
     }
 }
 

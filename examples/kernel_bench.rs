@@ -5,8 +5,9 @@
 //! `cargo run --release --example kernel_bench -- N [reps = 5] [batch = 128]`
 //!
 //! The time per connection shows where the kernels leave the caches: on the 2-core machine
-//! of the README the forward grows from ~12 ns at N = 1,000 to ~25 ns at 30,000 and ~55 ns
-//! at 100,000 (panels of 32 batch columns from 24,577 neurons on).
+//! of the README the forward grows from ~6 ns at N = 1,000 to ~19 ns at 30,000 and ~33 ns
+//! at 100,000 (panels of 32 batch columns from 24,577 neurons on, tiles of the gathered rows
+//! beyond 50,000).
 use burn_set::sparse_kernel::{backward_t, forward_t};
 use burn_set::sparse_plan::ConnectionPlan;
 use burn_set::topology::{SparseTopology, col_indices, row_indices};

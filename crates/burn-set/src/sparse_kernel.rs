@@ -18,8 +18,8 @@
 //! than 24,576 neurons at batch 128), they are first copied into [`Panels`] of 32 batch
 //! columns and the product runs once per panel, both threads on the same panel: 1.2× faster
 //! per epoch at 30,000 and 100,000 neurons per layer than gathering whole rows. Beyond 50,000
-//! rows a panel outgrows the TLB's reach too, and each panel's product runs tile by tile of
-//! the gathered rows ([`Tiles`]; the rows written are added to from the second tile on):
+//! rows a panel no longer stays in the cache either, and each panel's product runs tile by
+//! tile of the gathered rows ([`Tiles`]; the rows written are added to from the second tile on):
 //! 0.75–0.79× the epoch at 100,000 and 333,334 neurons.
 //!
 //! Cost ∝ batch × nnz; memory ∝ batch × (n_in + n_out) + nnz. Nothing of size `n_in × n_out`
@@ -786,8 +786,10 @@ pub(crate) fn panel_width(n_src: usize, batch: usize) -> Option<usize> {
 
 /// The most gathered rows per tile of a product on panels (6.4 MB of 32-column panel rows):
 /// with more rows than this, the product runs tile by tile ([`Tiles`], of equal sizes), and
-/// the rows it gathers from in a pass stay within the cache and the TLB's reach (a panel of
-/// 100,000 rows is 12.8 MB, 3,125 pages of 4 KB; this machine's L2 TLB holds 2,048).
+/// the rows it gathers from in a pass stay in the cache (a 12.8 MB panel of 100,000 rows
+/// shares this machine's 32 MB L3 with everything else a step streams through it; on 4 KB
+/// pages it would also outgrow the L2 TLB's 2,048 entries, but mimalloc, which these figures
+/// ran on, backs large blocks with huge pages).
 /// `kernel_bench` at N = 100,000 (forward / backward / ∂w-only, ms): whole panels
 /// 174 / 193 / 225, tiles of 50,000 rows 75–80 / 98 / 88–92, of 33,334 86 / 115 / 98, of
 /// 25,000 92 / 142 / 118. `bench scale` (interleaved pairs, medians): 0.75× the epoch of whole

@@ -191,7 +191,7 @@ fn restore(perm: Option<&[u32]>, v: Vec<f32>) -> Vec<f32> {
 /// rows a product gathers): tile `t` holds the connections to other-side neurons
 /// `t·rows..(t + 1)·rows`, and within a tile they keep the grouping's order. A product then
 /// runs tile by tile, gathering from one tile's rows at a time: few enough to stay in the
-/// cache and the TLB's reach where all the rows do not.
+/// cache where all the rows do not.
 ///
 /// A tile's slots come in *runs*, one per group with connections in the tile. Tile 0 has a
 /// run for every group, empty or not (so that a product writes every row there and adds to

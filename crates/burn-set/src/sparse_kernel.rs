@@ -15,7 +15,7 @@
 //!   once), otherwise the dot products follow the `∂x` sweep while the rows are in L1.
 //!
 //! When the rows gathered from (`xᵀ` forward, `gᵀ` backward) outgrow the cache (> 12 MB: more
-//! than 24,576 neurons at batch 128), they are first copied into [`Panels`] of 32 batch
+//! than 24,576 neurons at batch 128), they are first copied into panels (`Panels`) of 32 batch
 //! columns and the product runs once per panel, both threads on the same panel: 1.2× faster
 //! per epoch at 30,000 and 100,000 neurons per layer than gathering whole rows. Beyond 50,000
 //! rows a panel no longer stays in the cache either, and each panel's product runs tile by

@@ -671,21 +671,24 @@ fn check_shapes(xt: &[f32], batch: usize, values: &[f32], plan: &ConnectionPlan)
 /// `xt` is `[n_in, batch]` row-major, `values` in the plan's storage order; returns `yt`,
 /// `[n_out, batch]`.
 pub fn forward_t(xt: &[f32], batch: usize, values: &[f32], plan: &ConnectionPlan) -> Vec<f32> {
-    let panel = panel_width(plan.n_in, batch);
-    forward_t_in(xt, batch, values, plan, panel, TILE_ROWS)
+    forward_t_in(
+        xt,
+        batch,
+        values,
+        plan,
+        Layout::for_source(plan.n_in, batch),
+    )
 }
 
-/// [`forward_t`] on panels of `panel` batch columns (`None`: whole rows), in tiles of
-/// `tile_rows` input rows where there are more.
+/// [`forward_t`] in `layout`.
 fn forward_t_in(
     xt: &[f32],
     batch: usize,
     values: &[f32],
     plan: &ConnectionPlan,
-    panel: Option<usize>,
-    tile_rows: usize,
+    layout: Layout,
 ) -> Vec<f32> {
-    let Some(f) = Forward::new(xt, batch, values, plan, panel, tile_rows) else {
+    let Some(f) = Forward::new(xt, batch, values, plan, layout) else {
         return vec![0f32; plan.n_out * batch];
     };
     written(plan.n_out * batch, |out| f.product(out))
@@ -705,22 +708,20 @@ pub(crate) fn forward_t_then(
     plan: &ConnectionPlan,
     then: impl Fn(usize, &mut [f32], &mut [MaybeUninit<f32>]) + Sync,
 ) -> (Vec<f32>, Vec<f32>) {
-    let panel = panel_width(plan.n_in, batch);
-    forward_t_then_in(xt, batch, values, plan, panel, TILE_ROWS, then)
+    let layout = Layout::for_source(plan.n_in, batch);
+    forward_t_then_in(xt, batch, values, plan, layout, then)
 }
 
-/// [`forward_t_then`] on panels of `panel` batch columns (`None`: whole rows), in tiles of
-/// `tile_rows` input rows where there are more.
+/// [`forward_t_then`] in `layout`.
 fn forward_t_then_in(
     xt: &[f32],
     batch: usize,
     values: &[f32],
     plan: &ConnectionPlan,
-    panel: Option<usize>,
-    tile_rows: usize,
+    layout: Layout,
     then: impl Fn(usize, &mut [f32], &mut [MaybeUninit<f32>]) + Sync,
 ) -> (Vec<f32>, Vec<f32>) {
-    let Some(f) = Forward::new(xt, batch, values, plan, panel, tile_rows) else {
+    let Some(f) = Forward::new(xt, batch, values, plan, layout) else {
         return (Vec::new(), Vec::new());
     };
     let n = plan.n_out * batch;
@@ -796,6 +797,48 @@ pub(crate) fn panel_width(n_src: usize, batch: usize) -> Option<usize> {
 /// panels at 100,000 neurons (0.92× that of 25,000-row tiles), 0.79× at 333,334 (seven tiles
 /// of 47,620 rows).
 const TILE_ROWS: usize = 50_000;
+
+/// How a product lays out the rows it gathers from: on panels of `width` batch columns
+/// (`None`: whole rows), in tiles of at most `tile_rows` rows where there are more.
+#[derive(Clone, Copy, Debug)]
+struct Layout {
+    width: Option<usize>,
+    tile_rows: usize,
+}
+
+impl Layout {
+    /// The layout for gathering from `n_src` rows of `batch` values.
+    fn for_source(n_src: usize, batch: usize) -> Self {
+        Self {
+            width: panel_width(n_src, batch),
+            tile_rows: TILE_ROWS,
+        }
+    }
+
+    /// `src` (`[n_src, batch]`) packed as [`Panels`], with the order of `groups`' slots on
+    /// them; `None` for whole rows (also when there are no source rows: whole rows write the
+    /// zeros).
+    fn panels<'a>(
+        self,
+        groups: &'a Grouping,
+        src: &[f32],
+        n_src: usize,
+        batch: usize,
+    ) -> Option<(Panels, Order<'a>)> {
+        self.width.filter(|_| n_src > 0).map(|width| {
+            assert!(has_fma(), "panels need AVX2 and FMA");
+            let order = Order::new(groups, n_src, self.tile_rows);
+            (Panels::pack(src, n_src, batch, width), order)
+        })
+    }
+}
+
+/// The slot order of a product: that of its panels, or its grouping's on whole rows.
+fn slot_order<'a>(panels: &Option<(Panels, Order<'a>)>, groups: &'a Grouping) -> Order<'a> {
+    panels
+        .as_ref()
+        .map_or(Order::Groups(groups), |(_, order)| *order)
+}
 
 /// A feature-major `[n, b]` array cut into `b / width` panels of `width` batch columns, each
 /// stored as its own contiguous `[n, width]` array: a product that gathers rows from a
@@ -1204,32 +1247,22 @@ struct Forward<'a> {
 }
 
 impl<'a> Forward<'a> {
-    /// The forward product of `plan` (shapes checked), on panels of `panel` batch columns
-    /// (`None`: whole rows; panels need AVX2 + FMA and a batch they divide) in tiles of
-    /// `tile_rows` input rows where there are more; `None` when it has no values.
+    /// The forward product of `plan` (shapes checked) in `layout` (panels need AVX2 + FMA
+    /// and a batch they divide); `None` when it has no values.
     fn new(
         xt: &'a [f32],
         batch: usize,
         values: &'a [f32],
         plan: &'a ConnectionPlan,
-        panel: Option<usize>,
-        tile_rows: usize,
+        layout: Layout,
     ) -> Option<Self> {
         check_shapes(xt, batch, values, plan);
         if batch == 0 || plan.n_out == 0 {
             return None;
         }
         let groups = &plan.by_output;
-        // (no source rows: whole rows, which write the zeros)
-        let panels = panel.filter(|_| plan.n_in > 0).map(|w| {
-            assert!(has_fma(), "panels need AVX2 and FMA");
-            let order = Order::new(groups, plan.n_in, tile_rows);
-            (Panels::pack(xt, plan.n_in, batch, w), order)
-        });
-        let w = match &panels {
-            Some((_, order)) => order.arrange(values),
-            None => groups.arrange(values),
-        };
+        let panels = layout.panels(groups, xt, plan.n_in, batch);
+        let w = slot_order(&panels, groups).arrange(values);
         Some(Self {
             groups,
             w,
@@ -1329,7 +1362,7 @@ pub fn backward_t(
     want_input: bool,
     want_values: bool,
 ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
-    let panel = panel_width(plan.n_out, batch);
+    let layout = Layout::for_source(plan.n_out, batch);
     backward_t_in(
         xt,
         gt,
@@ -1337,15 +1370,14 @@ pub fn backward_t(
         values,
         plan,
         [want_input, want_values],
-        (panel, TILE_ROWS),
+        layout,
     )
 }
 
 /// A task's part of an output: `None` where that output is not wanted.
 type Part<'p> = Option<&'p mut [MaybeUninit<f32>]>;
 
-/// [`backward_t`] gathering `gᵀ` on panels of `panel` batch columns (`None`: whole rows), in
-/// tiles of `tile_rows` output rows where there are more.
+/// [`backward_t`] gathering `gᵀ` in `layout`.
 fn backward_t_in(
     xt: &[f32],
     gt: &[f32],
@@ -1353,7 +1385,7 @@ fn backward_t_in(
     values: &[f32],
     plan: &ConnectionPlan,
     [want_input, want_values]: [bool; 2],
-    (panel, tile_rows): (Option<usize>, usize),
+    layout: Layout,
 ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
     check_shapes(xt, batch, values, plan);
     assert_eq!(
@@ -1373,16 +1405,9 @@ fn backward_t_in(
     let per = rows_per_task(n_in, KERNEL_TASKS_PER_THREAD);
     let tasks = n_in.div_ceil(per);
     let fma = has_fma();
-    // (no source rows: whole rows, which write the zeros)
-    let panels = panel.filter(|_| plan.n_out > 0).map(|width| {
-        assert!(fma, "panels need AVX2 and FMA");
-        let order = Order::new(groups, plan.n_out, tile_rows);
-        (Panels::pack(gt, plan.n_out, batch, width), order)
-    });
-    let w = match &panels {
-        Some((_, order)) => order.arrange(values),
-        None => groups.arrange(values),
-    };
+    let panels = layout.panels(groups, gt, plan.n_out, batch);
+    let order = slot_order(&panels, groups);
+    let w = order.arrange(values);
     let at = BackwardInputs {
         b: batch,
         groups,
@@ -1415,7 +1440,7 @@ fn backward_t_in(
                     .for_each(|((gx, dw), runs)| task(*runs, gx.as_deref_mut(), dw.as_deref_mut()))
             };
         let Some((panels, order)) = &panels else {
-            let runs = Order::Groups(groups).tasks_runs(0, per, n_in);
+            let runs = order.tasks_runs(0, per, n_in);
             each_task(&runs, &|runs, gx, dw| {
                 let (first, n) = (runs.first, runs.len());
                 #[cfg(target_arch = "x86_64")]
@@ -1462,17 +1487,27 @@ fn backward_t_in(
         (false, true) => (None, Some(written(plan.nnz(), |dw| run(None, Some(dw))))),
         (false, false) => (None, None),
     };
-    let restore = |d| match &panels {
-        Some((_, order)) => order.restore(d),
-        None => groups.restore(d),
-    };
-    (gx, dw.map(restore))
+    (gx, dw.map(|d| order.restore(d)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use rand::{Rng, SeedableRng, rngs::StdRng};
+
+    /// Whole rows.
+    const WHOLE: Layout = Layout {
+        width: None,
+        tile_rows: TILE_ROWS,
+    };
+
+    /// Panels of `width` columns in tiles of at most `tile_rows` rows.
+    fn on_panels(width: usize, tile_rows: usize) -> Layout {
+        Layout {
+            width: Some(width),
+            tile_rows,
+        }
+    }
 
     struct Case {
         x: Vec<f32>,
@@ -1632,16 +1667,15 @@ mod tests {
         ] {
             let c = case(b, n_in, n_out, nnz, true, width as u64);
             let xt = transpose(&c.x, b, n_in);
-            let want = forward_t_in(&xt, b, &c.w, &c.plan(), None, TILE_ROWS);
-            let got = forward_t_in(&xt, b, &c.w, &c.plan(), Some(width), TILE_ROWS);
+            let want = forward_t_in(&xt, b, &c.w, &c.plan(), WHOLE);
+            let got = forward_t_in(&xt, b, &c.w, &c.plan(), on_panels(width, TILE_ROWS));
             assert_eq!(got, want, "b {b}, width {width}");
             let (z, y) = forward_t_then_in(
                 &xt,
                 b,
                 &c.w,
                 &c.plan(),
-                Some(width),
-                TILE_ROWS,
+                on_panels(width, TILE_ROWS),
                 |first, zc, yc| {
                     for (k, (z, y)) in zc.iter_mut().zip(yc.iter_mut()).enumerate() {
                         y.write(*z + 1000.0 * (first + k / b) as f32);
@@ -1660,7 +1694,18 @@ mod tests {
             // backward: the same ∂x sums (bit for bit), ∂w summed panel by panel; both, or
             // either alone
             let gt = transpose(&c.g, b, n_out);
-            let whole = backward_t_in(&xt, &gt, b, &c.w, &c.plan(), [true, true], (None, 1));
+            let whole = backward_t_in(
+                &xt,
+                &gt,
+                b,
+                &c.w,
+                &c.plan(),
+                [true, true],
+                Layout {
+                    width: None,
+                    tile_rows: 1,
+                },
+            );
             let (gx, dw) = (whole.0.unwrap(), whole.1.unwrap());
             // (∂w of whole rows against the connection-wise sums: rows of 8+ connections)
             let want_dw: Vec<f64> = (0..nnz)
@@ -1680,7 +1725,7 @@ mod tests {
                     &c.w,
                     &c.plan(),
                     wanted,
-                    (Some(width), TILE_ROWS),
+                    on_panels(width, TILE_ROWS),
                 );
                 assert_eq!(pgx.is_some(), wanted[0]);
                 assert_eq!(pdw.is_some(), wanted[1]);
@@ -1713,16 +1758,28 @@ mod tests {
             let plan = c.plan();
             let xt = transpose(&c.x, b, n_in);
             let gt = transpose(&c.g, b, n_out);
-            let want = forward_t_in(&xt, b, &c.w, &plan, None, TILE_ROWS);
-            let (gx, dw) = backward_t_in(&xt, &gt, b, &c.w, &plan, [true, true], (None, 1));
+            let want = forward_t_in(&xt, b, &c.w, &plan, WHOLE);
+            let (gx, dw) = backward_t_in(
+                &xt,
+                &gt,
+                b,
+                &c.w,
+                &plan,
+                [true, true],
+                Layout {
+                    width: None,
+                    tile_rows: 1,
+                },
+            );
             let (gx, dw) = (gx.unwrap(), dw.unwrap());
             for tile_rows in [1, 7, 64] {
                 // a grouping keeps one tile size: a fresh plan per size
                 let plan = c.plan();
                 let at = format!("b {b}, width {width}, tiles of {tile_rows}");
-                let got = forward_t_in(&xt, b, &c.w, &plan, Some(width), tile_rows);
+                let tiled = on_panels(width, tile_rows);
+                let got = forward_t_in(&xt, b, &c.w, &plan, tiled);
                 close(&got, &wide(&want));
-                let (z, y) = forward_t_then_in(&xt, b, &c.w, &plan, Some(width), tile_rows, {
+                let (z, y) = forward_t_then_in(&xt, b, &c.w, &plan, tiled, {
                     |first, zc, yc| {
                         for (k, (z, y)) in zc.iter_mut().zip(yc.iter_mut()).enumerate() {
                             y.write(*z + (first + k / b) as f32);
@@ -1733,8 +1790,7 @@ mod tests {
                 let rows: Vec<f32> = (0..n_out * b).map(|k| got[k] + (k / b) as f32).collect();
                 assert_eq!(y, rows, "{at}");
                 for wanted in [[true, true], [true, false], [false, true]] {
-                    let (tgx, tdw) =
-                        backward_t_in(&xt, &gt, b, &c.w, &plan, wanted, (Some(width), tile_rows));
+                    let (tgx, tdw) = backward_t_in(&xt, &gt, b, &c.w, &plan, wanted, tiled);
                     assert_eq!(tgx.is_some(), wanted[0], "{at}");
                     assert_eq!(tdw.is_some(), wanted[1], "{at}");
                     if let Some(tgx) = tgx {

@@ -41,7 +41,6 @@ const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
 
 // mimalloc's option API, in the static library that libmimalloc-sys links.
 unsafe extern "C" {
-    fn mi_option_get(option: std::ffi::c_int) -> std::ffi::c_long;
     fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
 }
 
@@ -380,6 +379,10 @@ fn run(cli: Cli) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    unsafe extern "C" {
+        fn mi_option_get(option: std::ffi::c_int) -> std::ffi::c_long;
+    }
 
     #[test]
     fn the_purge_delay_option_is_mimallocs_and_is_turned_off() {

@@ -18,6 +18,7 @@ pub mod load;
 pub mod mask_backend;
 pub mod metrics;
 pub mod mlp;
+pub mod permutation;
 pub mod plot;
 pub mod rbm;
 pub mod renderer;

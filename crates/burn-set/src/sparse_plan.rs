@@ -24,6 +24,7 @@
 //!   Hashing the indices of a 10,000-neuron MLP took ~2 % of its step in a profile, on one core, which is
 //!   why the storage key exists.
 
+use crate::permutation::{self, Buckets};
 use std::sync::{Arc, Mutex, OnceLock};
 use xxhash_rust::xxh3::Xxh3;
 
@@ -81,8 +82,10 @@ pub struct Grouping {
     pub offsets: Vec<usize>,
     /// The neuron on the other side, per slot.
     pub other: Vec<u32>,
-    /// The connection of every slot, unless the storage order is this grouping.
-    pub perm: Option<Vec<u32>>,
+    /// The connection of every slot, unless the storage order is this grouping: a
+    /// permutation of the slots (written by [`Grouping::by`] only; [`Grouping::restore`]
+    /// relies on it).
+    pub(crate) perm: Option<Vec<u32>>,
     /// The same slots tile by tile ([`Grouping::tiled`]), built on first use.
     tiles: OnceLock<Tiles>,
 }
@@ -136,12 +139,12 @@ impl Grouping {
 
     /// `values` (storage order) in slot order: borrowed when they already are.
     pub fn arrange<'v>(&self, values: &'v [f32]) -> std::borrow::Cow<'v, [f32]> {
-        arrange(self.perm.as_deref(), values)
+        arrange(self.perm.as_deref(), None, values)
     }
 
     /// Per-slot `v` back in storage order.
     pub fn restore(&self, v: Vec<f32>) -> Vec<f32> {
-        restore(self.perm.as_deref(), v)
+        restore(self.perm.as_deref(), None, v)
     }
 
     /// These slots [tile by tile](Tiles) of the `n_other` neurons on the other side, in as
@@ -159,31 +162,29 @@ impl Grouping {
 }
 
 /// `values` (storage order) in the order of `perm` (the connection of each slot; `None`:
-/// the same order, borrowed).
-fn arrange<'v>(perm: Option<&[u32]>, values: &'v [f32]) -> std::borrow::Cow<'v, [f32]> {
-    use rayon::prelude::*;
-    match perm {
-        None => std::borrow::Cow::Borrowed(values),
-        Some(p) => std::borrow::Cow::Owned(
-            p.par_iter()
-                .with_min_len(1 << 14)
-                .map(|&k| values[k as usize])
-                .collect(),
-        ),
+/// the same order, borrowed), through `buckets` (`perm`'s) when there are; in parallel.
+fn arrange<'v>(
+    perm: Option<&[u32]>,
+    buckets: Option<&Buckets>,
+    values: &'v [f32],
+) -> std::borrow::Cow<'v, [f32]> {
+    use std::borrow::Cow;
+    match (perm, buckets) {
+        (None, _) => Cow::Borrowed(values),
+        (Some(_), Some(b)) => Cow::Owned(b.gather(values)),
+        (Some(p), None) => Cow::Owned(permutation::gather(values, p)),
     }
 }
 
-/// Per-slot `v` back in storage order (the inverse of [`arrange`]).
-fn restore(perm: Option<&[u32]>, v: Vec<f32>) -> Vec<f32> {
-    match perm {
-        None => v,
-        Some(p) => {
-            let mut out = vec![0f32; v.len()];
-            for (&k, x) in p.iter().zip(v) {
-                out[k as usize] = x;
-            }
-            out
-        }
+/// Per-slot `v` back in storage order (the inverse of [`arrange`]), in parallel.
+fn restore(perm: Option<&[u32]>, buckets: Option<&Buckets>, v: Vec<f32>) -> Vec<f32> {
+    match (perm, buckets) {
+        (None, _) => v,
+        (Some(_), Some(b)) => b.scatter(&v),
+        // SAFETY: a grouping's or its tiles' `perm` is a permutation of the slots: the
+        // counting sorts of `Grouping::by` and `Tiles::new` place each slot once, and nothing
+        // else writes the (crate-private) fields.
+        (Some(p), None) => unsafe { permutation::scatter(&v, p) },
     }
 }
 
@@ -210,8 +211,12 @@ pub struct Tiles {
     pub run_end: Vec<usize>,
     /// The neuron on the other side, per slot.
     pub other: Vec<u32>,
-    /// The connection (storage order) of every slot.
-    pub perm: Vec<u32>,
+    /// The connection (storage order) of every slot: a permutation of the slots (written by
+    /// [`Tiles::new`] only; [`Tiles::restore`] relies on it).
+    pub(crate) perm: Vec<u32>,
+    /// `perm`'s [`Buckets`] where they pay (a forward pass's tiles, whose order is unrelated
+    /// to the storage's).
+    buckets: Option<Buckets>,
 }
 
 impl Tiles {
@@ -262,6 +267,7 @@ impl Tiles {
             run_group,
             run_end,
             other,
+            buckets: Buckets::for_perm(&perm),
             perm,
         }
     }
@@ -273,12 +279,12 @@ impl Tiles {
 
     /// `values` (storage order) in slot order.
     pub fn arrange<'v>(&self, values: &'v [f32]) -> std::borrow::Cow<'v, [f32]> {
-        arrange(Some(&self.perm), values)
+        arrange(Some(&self.perm), self.buckets.as_ref(), values)
     }
 
     /// Per-slot `v` back in storage order.
     pub fn restore(&self, v: Vec<f32>) -> Vec<f32> {
-        restore(Some(&self.perm), v)
+        restore(Some(&self.perm), self.buckets.as_ref(), v)
     }
 }
 
@@ -594,5 +600,36 @@ mod tests {
     #[should_panic(expected = "one of each per connection")]
     fn mismatched_lengths_are_a_clear_error() {
         ConnectionPlan::from_i64(&[0, 0], &[0], 1, 1);
+    }
+
+    #[test]
+    fn large_tiles_arrange_and_restore_like_their_permutation() {
+        // a 1,100 × 1,100 layer with all but every 97th connection (1.2 million), storage
+        // sorted by input as the layers' is
+        let (n_in, n_out) = (1_100usize, 1_100usize);
+        let (mut rows, mut cols) = (Vec::new(), Vec::new());
+        for i in 0..n_in {
+            for o in 0..n_out {
+                if (i * 7919 + o * 104_729) % 97 != 0 {
+                    rows.push(i as i64);
+                    cols.push(o as i64);
+                }
+            }
+        }
+        let plan = ConnectionPlan::from_i64(&rows, &cols, n_in, n_out);
+        assert!(plan.nnz() >= crate::permutation::BUCKETS_MIN_VALUES);
+        let v: Vec<f32> = (0..plan.nnz()).map(|k| k as f32).collect();
+        // forward: tiles of inputs, slots by output: scattered, through buckets
+        let fwd = plan.by_output.tiled(n_in, 400);
+        assert!(fwd.buckets.is_some());
+        // backward: tiles of outputs, slots by input: in storage order within each tile
+        let bwd = plan.by_input.tiled(n_out, 400);
+        assert!(bwd.buckets.is_none());
+        for tiles in [fwd, bwd] {
+            let arranged = tiles.arrange(&v);
+            let direct: Vec<f32> = tiles.perm.iter().map(|&k| v[k as usize]).collect();
+            assert_eq!(&arranged[..], &direct[..]);
+            assert_eq!(tiles.restore(arranged.into_owned()), v);
+        }
     }
 }

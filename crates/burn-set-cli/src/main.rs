@@ -96,7 +96,7 @@ enum Command {
     PlotScale {
         /// File of `burn-set bench scale --json` output lines (other lines are skipped).
         input: PathBuf,
-        /// SVG to write.
+        /// SVG to write (`.svg`; other extensions are refused).
         #[arg(long, default_value = "scale.svg")]
         out: PathBuf,
     },
@@ -293,8 +293,21 @@ fn print<T: serde::Serialize>(value: &T, json: bool) -> Result<(), String> {
     Ok(())
 }
 
+/// An error when `out` names a file of another format than the SVG `plot-scale` writes.
+fn svg_path(out: &std::path::Path) -> Result<(), String> {
+    match out.extension().and_then(|e| e.to_str()) {
+        Some(e) if !e.eq_ignore_ascii_case("svg") => Err(format!(
+            "{}: plot-scale writes SVG only; name the output .svg (an SVG renderer such as \
+             resvg turns it into a .{e})",
+            out.display()
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Reads `bench scale` JSON lines and writes the chart.
 fn plot_scale(input: &std::path::Path, out: &std::path::Path) -> Result<(), String> {
+    svg_path(out)?;
     let text = std::fs::read_to_string(input)
         .map_err(|e| format!("cannot read {}: {e}", input.display()))?;
     let mut points = burn_set::plot::parse_scale_lines(&text)
@@ -394,5 +407,15 @@ mod tests {
         assert_eq!(unsafe { mi_option_get(MI_OPTION_PURGE_DELAY) }, 1000);
         keep_freed_memory();
         assert_eq!(unsafe { mi_option_get(MI_OPTION_PURGE_DELAY) }, -1);
+    }
+
+    #[test]
+    fn plot_scale_refuses_to_write_svg_under_another_format_s_name() {
+        use std::path::Path;
+        assert!(svg_path(Path::new("docs/scale.svg")).is_ok());
+        assert!(svg_path(Path::new("scale.SVG")).is_ok());
+        assert!(svg_path(Path::new("scale")).is_ok());
+        let e = svg_path(Path::new("docs/scale.png")).unwrap_err();
+        assert!(e.contains("writes SVG only") && e.contains(".png"), "{e}");
     }
 }

@@ -114,11 +114,13 @@ impl Buckets {
     /// # Panics
     /// If `perm` is not a permutation (checked).
     pub fn for_perm(perm: &[u32]) -> Option<Self> {
-        let far = perm
-            .par_windows(2)
+        if perm.len() < BUCKETS_MIN_VALUES {
+            return None;
+        }
+        let far = (perm.par_windows(2))
             .filter(|w| w[1].abs_diff(w[0]) > 256)
             .count();
-        (perm.len() >= BUCKETS_MIN_VALUES && far > perm.len() / 16).then(|| Self::new(perm))
+        (far > perm.len() / 16).then(|| Self::new(perm))
     }
 
     /// The buckets of `perm`.

@@ -373,6 +373,12 @@ fn backward_rows<const FMA: bool>(
     }
 }
 
+/// [`gather_axpy`] with AVX2 + FMA for batches of whole 64-column blocks: raw pointers after
+/// one check that every gathered row lies in `src` (a pass over the task's indices; a
+/// [`Grouping`]'s fields are public), and the prefetch of a row [`PREFETCH_AHEAD`]
+/// connections on as four fixed cache lines, across the ends of rows. Bounds checks and the
+/// prefetch's line loop made the generic loop's ~45 instructions per connection and block
+/// (8 of them FMAs).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 fn gather_axpy_avx2(
@@ -383,7 +389,53 @@ fn gather_axpy_avx2(
     w: &[f32],
     src: &[f32],
 ) {
-    gather_axpy::<true>(out, first, b, groups, w, src)
+    use core::arch::x86_64::*;
+    let n = out.len() / b;
+    if n == 0 || !b.is_multiple_of(BLOCK) {
+        return gather_axpy::<true>(out, first, b, groups, w, src);
+    }
+    let base = groups.offsets[first];
+    let slots = base..groups.offsets[first + n];
+    let (other, w) = (&groups.other[slots.clone()], &w[slots]);
+    let Some(last) = other.len().checked_sub(1) else {
+        out[..n * b].fill(MaybeUninit::new(0.0));
+        return;
+    };
+    let max = other.iter().copied().max().unwrap_or(0) as usize;
+    assert!(
+        (max + 1) * b <= src.len(),
+        "sparse layer: a connection outside the source"
+    );
+    let (po, pw, ps) = (other.as_ptr(), w.as_ptr(), src.as_ptr());
+    for (dg, row) in out.chunks_exact_mut(b).enumerate() {
+        let g = first + dg;
+        let (s0, s1) = (groups.offsets[g] - base, groups.offsets[g + 1] - base);
+        for j0 in (0..b).step_by(BLOCK) {
+            let mut acc = [_mm256_setzero_ps(); BLOCK / 8];
+            for s in s0..s1 {
+                // SAFETY: `s` and the slot ahead (clamped) are below `other.len() = w.len()`;
+                // every `other` value `o` has `(o + 1)·b <= src.len()` (asserted) and
+                // `j0 + 64 <= b`, so each row read (and line prefetched) lies in `src`.
+                unsafe {
+                    let ahead = *po.add((s + PREFETCH_AHEAD).min(last)) as usize;
+                    let pf = ps.add(ahead * b + j0).cast::<i8>();
+                    for line in 0..BLOCK / 16 {
+                        _mm_prefetch::<_MM_HINT_T0>(pf.add(64 * line));
+                    }
+                    let x = ps.add(*po.add(s) as usize * b + j0);
+                    let wk = _mm256_broadcast_ss(&*pw.add(s));
+                    for (q, acc) in acc.iter_mut().enumerate() {
+                        *acc = _mm256_fmadd_ps(wk, _mm256_loadu_ps(x.add(8 * q)), *acc);
+                    }
+                }
+            }
+            let dst = row[j0..j0 + BLOCK].as_mut_ptr().cast::<f32>();
+            for (q, acc) in acc.iter().enumerate() {
+                // SAFETY: `dst` is 64 floats of `row`; `8q + 8 <= 64`.
+                unsafe { _mm256_storeu_ps(dst.add(8 * q), *acc) };
+            }
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -396,7 +448,7 @@ fn backward_rows_avx2(
     at: BackwardInputs<'_>,
 ) {
     match (gx, dw) {
-        (Some(gx), Some(dw)) if at.b.is_multiple_of(FUSED_BLOCK) => {
+        (gx, Some(dw)) if at.b.is_multiple_of(FUSED_BLOCK) => {
             fused_backward_rows_avx2(gx, dw, first, n, at)
         }
         (gx, dw) => backward_rows::<true>(gx, dw, first, n, at),
@@ -409,12 +461,12 @@ const FUSED_BLOCK: usize = 64;
 /// [`backward_rows`] with both gradients in one sweep over each row's connections per block of
 /// 64 batch columns: each `gᵀ[o]` vector just loaded feeds the `∂x` accumulation (in registers)
 /// and, against `xᵀ[i]` (in L1), the connection's partial `∂w` (an 8-lane sum per connection,
-/// reduced at the end). That loads each `gᵀ[o]` value once instead of twice. Needs `b` a
-/// multiple of 64.
+/// reduced at the end). That loads each `gᵀ[o]` value once instead of twice. Without `gx`
+/// (a first layer's input gradient is not wanted) only `∂w`. Needs `b` a multiple of 64.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 fn fused_backward_rows_avx2(
-    gx: &mut [MaybeUninit<f32>],
+    mut gx: Option<&mut [MaybeUninit<f32>]>,
     dw: &mut [MaybeUninit<f32>],
     first: usize,
     n: usize,
@@ -429,47 +481,69 @@ fn fused_backward_rows_avx2(
         xt,
         gt,
     } = at;
-    assert!(b.is_multiple_of(FUSED_BLOCK) && gx.len() == n * b);
+    assert!(b.is_multiple_of(FUSED_BLOCK) && xt.len() >= (first + n) * b);
+    assert!(gx.as_ref().is_none_or(|gx| gx.len() == n * b));
+    let with_gx = gx.is_some();
     let slot0 = groups.offsets[first];
+    let slots_all = slot0..groups.offsets[first + n];
+    let (other, ws) = (&groups.other[slots_all.clone()], &w[slots_all]);
+    let Some(last) = other.len().checked_sub(1) else {
+        if let Some(gx) = gx {
+            gx.fill(MaybeUninit::new(0.0));
+        }
+        return;
+    };
+    // every gathered row inside `gt`, once for the task (a `Grouping`'s fields are public)
+    let max = other.iter().copied().max().unwrap_or(0) as usize;
+    assert!(
+        (max + 1) * b <= gt.len(),
+        "sparse layer: a connection outside the gradient"
+    );
+    let (po, pw, pg) = (other.as_ptr(), ws.as_ptr(), gt.as_ptr());
     let mut partial: Vec<__m256> = Vec::new();
     for i in first..first + n {
         let slots = groups.offsets[i]..groups.offsets[i + 1];
+        let (s0, s1) = (slots.start - slot0, slots.end - slot0);
         let x = &xt[i * b..(i + 1) * b];
-        let row = &mut gx[(i - first) * b..(i - first + 1) * b];
         partial.clear();
         partial.resize(slots.len(), _mm256_setzero_ps());
         for j0 in (0..b).step_by(FUSED_BLOCK) {
-            let xs: &[f32; FUSED_BLOCK] = x[j0..j0 + FUSED_BLOCK].try_into().expect("block");
+            let xs = x[j0..j0 + FUSED_BLOCK].as_ptr();
             let mut acc = [_mm256_setzero_ps(); V];
-            for (k, slot) in slots.clone().enumerate() {
-                if slot + PREFETCH_AHEAD < slots.end {
-                    let ahead = groups.other[slot + PREFETCH_AHEAD] as usize;
-                    prefetch(gt, ahead * b + j0, FUSED_BLOCK);
+            for (part, s) in partial.iter_mut().zip(s0..s1) {
+                // SAFETY: `s` and the slot ahead (clamped) are below `other.len() = ws.len()`;
+                // every `other` value `o` has `(o + 1)·b <= gt.len()` (asserted) and
+                // `j0 + 64 <= b`, so each row read (and line prefetched) lies in `gt`; `xs`
+                // is 64 floats of `x`.
+                unsafe {
+                    let ahead = *po.add((s + PREFETCH_AHEAD).min(last)) as usize;
+                    let pf = pg.add(ahead * b + j0).cast::<i8>();
+                    for line in 0..FUSED_BLOCK / 16 {
+                        _mm_prefetch::<_MM_HINT_T0>(pf.add(64 * line));
+                    }
+                    let gs = pg.add(*po.add(s) as usize * b + j0);
+                    let wk = _mm256_broadcast_ss(&*pw.add(s));
+                    // two chains for the partial dot product (half the FMA latency per
+                    // connection)
+                    let mut d = [_mm256_setzero_ps(); 2];
+                    for q in 0..V {
+                        let g = _mm256_loadu_ps(gs.add(8 * q));
+                        if with_gx {
+                            acc[q] = _mm256_fmadd_ps(wk, g, acc[q]);
+                        }
+                        d[q % 2] = _mm256_fmadd_ps(_mm256_loadu_ps(xs.add(8 * q)), g, d[q % 2]);
+                    }
+                    *part = _mm256_add_ps(*part, _mm256_add_ps(d[0], d[1]));
                 }
-                let at = groups.other[slot] as usize * b + j0;
-                let gs: &[f32; FUSED_BLOCK] = gt[at..at + FUSED_BLOCK].try_into().expect("block");
-                let wk = _mm256_set1_ps(w[slot]);
-                // two chains for the partial dot product (half the FMA latency per connection)
-                let mut d = [_mm256_setzero_ps(); 2];
-                for q in 0..V {
-                    // SAFETY: `gs` and `xs` hold 64 floats; `8q + 8 <= 64`.
-                    let (g, xq) = unsafe {
-                        (
-                            _mm256_loadu_ps(gs.as_ptr().add(8 * q)),
-                            _mm256_loadu_ps(xs.as_ptr().add(8 * q)),
-                        )
-                    };
-                    acc[q] = _mm256_fmadd_ps(wk, g, acc[q]);
-                    d[q % 2] = _mm256_fmadd_ps(xq, g, d[q % 2]);
+            }
+            if let Some(gx) = gx.as_deref_mut() {
+                let at = (i - first) * b + j0;
+                let dst = gx[at..at + FUSED_BLOCK].as_mut_ptr().cast::<f32>();
+                for (q, a) in acc.iter().enumerate() {
+                    // SAFETY: `dst` is 64 floats of `gx`; `8q + 8 <= 64`.
+                    unsafe { _mm256_storeu_ps(dst.add(8 * q), *a) };
                 }
-                partial[k] = _mm256_add_ps(partial[k], _mm256_add_ps(d[0], d[1]));
             }
-            let mut vals = [0f32; FUSED_BLOCK];
-            for (q, a) in acc.iter().enumerate() {
-                // SAFETY: `vals` holds 64 floats; `8q + 8 <= 64`.
-                unsafe { _mm256_storeu_ps(vals.as_mut_ptr().add(8 * q), *a) };
-            }
-            row[j0..j0 + FUSED_BLOCK].write_copy_of_slice(&vals);
         }
         // eight connections' sums at a time, then the rest one by one
         let row_dw = &mut dw[slots.start - slot0..slots.end - slot0];
@@ -1898,14 +1972,28 @@ mod tests {
 
     #[test]
     fn backward_computes_only_what_is_asked() {
-        let c = case(4, 5, 6, 10, false, 1);
-        let (gx, gw) = backward_t(&c.x, &c.g, c.b, &c.w, &c.plan(), false, true);
-        assert!(gx.is_none());
-        // the weight gradient alone is the one computed with the input gradient
-        let (_, both) = backward_t(&c.x, &c.g, c.b, &c.w, &c.plan(), true, true);
-        assert_eq!(gw, both);
-        let (gx, gw) = backward_t(&c.x, &c.g, c.b, &c.w, &c.plan(), true, false);
-        assert!(gx.is_some() && gw.is_none());
+        // 128: the AVX2 kernels' whole 64-column blocks; 4: the generic loop
+        for b in [4, 128] {
+            let c = case(b, 5, 6, 10, false, 1);
+            let (gx, gw) = backward_t(&c.x, &c.g, c.b, &c.w, &c.plan(), false, true);
+            assert!(gx.is_none());
+            // the weight gradient alone is the one computed with the input gradient
+            let (_, both) = backward_t(&c.x, &c.g, c.b, &c.w, &c.plan(), true, true);
+            assert_eq!(gw, both);
+            let (gx, gw) = backward_t(&c.x, &c.g, c.b, &c.w, &c.plan(), true, false);
+            assert!(gx.is_some() && gw.is_none());
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "a connection outside the source")]
+    fn a_tampered_plan_is_refused_not_read_out_of_bounds() {
+        // the plan's fields are public: the unchecked kernels check its indices first
+        let c = case(128, 5, 6, 10, false, 1);
+        let mut plan = c.plan();
+        plan.by_output.other[0] = 1_000_000;
+        let xt = transpose(&c.x, c.b, c.n_in);
+        forward_t(&xt, c.b, &c.w, &plan);
     }
 
     /// The sampled product against the dense `xᵀ g` masked: mask widths around the 32-wide

@@ -2,7 +2,8 @@
 //! `n × n` layer at ε = 20, batch `b`, forward, fused backward (∂x and ∂w) and the ∂w-only
 //! backward (a first layer), medians of `reps` runs, in ms and ns per connection.
 //!
-//! `cargo run --release --example kernel_bench -- N [reps = 5] [batch = 128]`
+//! `cargo run --release --example kernel_bench -- N [reps = 5] [batch = 128] [inputs = N]`
+//! (`inputs` = 784: a first layer, whose ∂w-only backward is the one a training step runs)
 //!
 //! The time per connection shows where the kernels leave the caches: on the 2-core machine
 //! of the README the forward grows from ~6 ns at N = 1,000 to ~19 ns at 30,000 and ~33 ns
@@ -21,21 +22,28 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() {
     let args: Vec<usize> = std::env::args()
         .skip(1)
-        .map(|a| a.parse().expect("usage: kernel_bench N [reps] [batch]"))
+        .map(|a| {
+            a.parse()
+                .expect("usage: kernel_bench N [reps] [batch] [inputs]")
+        })
         .collect();
-    assert!(!args.is_empty(), "usage: kernel_bench N [reps] [batch]");
+    assert!(
+        !args.is_empty(),
+        "usage: kernel_bench N [reps] [batch] [inputs]"
+    );
     let (n, reps) = (args[0], args.get(1).copied().unwrap_or(5));
     let b = args.get(2).copied().unwrap_or(128);
-    let t = SparseTopology::erdos_renyi(n, n, 20.0, 1).unwrap();
+    let n_in = args.get(3).copied().unwrap_or(n);
+    let t = SparseTopology::erdos_renyi(n_in, n, 20.0, 1).unwrap();
     let (rows, cols) = (row_indices(&t.positions, n), col_indices(&t.positions, n));
-    let plan = ConnectionPlan::from_i64(&rows, &cols, n, n);
+    let plan = ConnectionPlan::from_i64(&rows, &cols, n_in, n);
     let nnz = plan.nnz();
     let values: Vec<f32> = (0..nnz)
         .map(|k| ((k * 7919) % 1000) as f32 * 1e-3 - 0.5)
         .collect();
-    let (xs, x0) = aligned(n * b, |k| ((k * 31) % 97) as f32 * 0.01);
+    let (xs, x0) = aligned(n_in * b, |k| ((k * 31) % 97) as f32 * 0.01);
     let (gs, g0) = aligned(n * b, |k| ((k * 17) % 89) as f32 * 0.01);
-    let (xt, gt) = (&xs[x0..x0 + n * b], &gs[g0..g0 + n * b]);
+    let (xt, gt) = (&xs[x0..x0 + n_in * b], &gs[g0..g0 + n * b]);
     let mut f = vec![];
     let mut bw = vec![];
     let mut bwo = vec![];
@@ -62,7 +70,7 @@ fn main() {
     };
     let (f, bw, bwo) = (med(&mut f), med(&mut bw), med(&mut bwo));
     println!(
-        "n {n} b {b} nnz {nnz}: fwd {:.2} ms ({:.2} ns/conn)  bwd {:.2} ms ({:.2} ns/conn)  dw-only {:.2} ms ({:.2} ns/conn)",
+        "n {n_in} x {n} b {b} nnz {nnz}: fwd {:.2} ms ({:.2} ns/conn)  bwd {:.2} ms ({:.2} ns/conn)  dw-only {:.2} ms ({:.2} ns/conn)",
         f * 1e3,
         f * 1e9 / nnz as f64,
         bw * 1e3,

@@ -373,6 +373,59 @@ fn backward_rows<const FMA: bool>(
     }
 }
 
+/// The slots of groups `first..first + n`: their other-side neurons and weights, after one
+/// check that every row they gather (`b` values each) lies within `src_len` values (a
+/// [`Grouping`]'s fields are public, and the AVX2 kernels then read without bounds checks);
+/// `None` when the groups have no connections.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+fn task_slots<'a>(
+    groups: &'a Grouping,
+    w: &'a [f32],
+    first: usize,
+    n: usize,
+    b: usize,
+    src_len: usize,
+) -> Option<(&'a [u32], &'a [f32])> {
+    let slots = groups.offsets[first]..groups.offsets[first + n];
+    let (other, w) = (&groups.other[slots.clone()], &w[slots]);
+    let max = *other.iter().max()? as usize;
+    assert!(
+        (max + 1) * b <= src_len,
+        "sparse layer: a connection outside the rows it gathers from"
+    );
+    Some((other, w))
+}
+
+/// The 64-column block `j0..j0 + 64` of slot `s`'s gathered row in `src` (`b` values a
+/// row, from `ps`), after prefetching the same block of the slot [`PREFETCH_AHEAD`] on
+/// (clamped to `last`) as four fixed cache lines.
+///
+/// # Safety
+/// `s <= last` and `last` is below the number of slots at `po`; every index `o` there has
+/// `(o + 1)·b` within `src`; `j0 + 64 <= b`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn block_row(
+    po: *const u32,
+    ps: *const f32,
+    (s, last): (usize, usize),
+    b: usize,
+    j0: usize,
+) -> *const f32 {
+    use core::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+    const { assert!(BLOCK == 64 && FUSED_BLOCK == BLOCK) };
+    // SAFETY: the caller's guarantees: both slots are read within `po`, both blocks lie
+    // within `src`.
+    unsafe {
+        let ahead = *po.add((s + PREFETCH_AHEAD).min(last)) as usize;
+        let pf = ps.add(ahead * b + j0).cast::<i8>();
+        for line in 0..BLOCK / 16 {
+            _mm_prefetch::<_MM_HINT_T0>(pf.add(64 * line));
+        }
+        ps.add(*po.add(s) as usize * b + j0)
+    }
+}
+
 /// [`gather_axpy`] with AVX2 + FMA for batches of whole 64-column blocks: raw pointers after
 /// one check that every gathered row lies in `src` (a pass over the task's indices; a
 /// [`Grouping`]'s fields are public), and the prefetch of a row [`PREFETCH_AHEAD`]
@@ -395,17 +448,11 @@ fn gather_axpy_avx2(
         return gather_axpy::<true>(out, first, b, groups, w, src);
     }
     let base = groups.offsets[first];
-    let slots = base..groups.offsets[first + n];
-    let (other, w) = (&groups.other[slots.clone()], &w[slots]);
-    let Some(last) = other.len().checked_sub(1) else {
+    let Some((other, w)) = task_slots(groups, w, first, n, b, src.len()) else {
         out[..n * b].fill(MaybeUninit::new(0.0));
         return;
     };
-    let max = other.iter().copied().max().unwrap_or(0) as usize;
-    assert!(
-        (max + 1) * b <= src.len(),
-        "sparse layer: a connection outside the source"
-    );
+    let last = other.len() - 1;
     let (po, pw, ps) = (other.as_ptr(), w.as_ptr(), src.as_ptr());
     for (dg, row) in out.chunks_exact_mut(b).enumerate() {
         let g = first + dg;
@@ -417,12 +464,7 @@ fn gather_axpy_avx2(
                 // every `other` value `o` has `(o + 1)·b <= src.len()` (asserted) and
                 // `j0 + 64 <= b`, so each row read (and line prefetched) lies in `src`.
                 unsafe {
-                    let ahead = *po.add((s + PREFETCH_AHEAD).min(last)) as usize;
-                    let pf = ps.add(ahead * b + j0).cast::<i8>();
-                    for line in 0..BLOCK / 16 {
-                        _mm_prefetch::<_MM_HINT_T0>(pf.add(64 * line));
-                    }
-                    let x = ps.add(*po.add(s) as usize * b + j0);
+                    let x = block_row(po, ps, (s, last), b, j0);
                     let wk = _mm256_broadcast_ss(&*pw.add(s));
                     for (q, acc) in acc.iter_mut().enumerate() {
                         *acc = _mm256_fmadd_ps(wk, _mm256_loadu_ps(x.add(8 * q)), *acc);
@@ -485,20 +527,13 @@ fn fused_backward_rows_avx2(
     assert!(gx.as_ref().is_none_or(|gx| gx.len() == n * b));
     let with_gx = gx.is_some();
     let slot0 = groups.offsets[first];
-    let slots_all = slot0..groups.offsets[first + n];
-    let (other, ws) = (&groups.other[slots_all.clone()], &w[slots_all]);
-    let Some(last) = other.len().checked_sub(1) else {
+    let Some((other, ws)) = task_slots(groups, w, first, n, b, gt.len()) else {
         if let Some(gx) = gx {
             gx.fill(MaybeUninit::new(0.0));
         }
         return;
     };
-    // every gathered row inside `gt`, once for the task (a `Grouping`'s fields are public)
-    let max = other.iter().copied().max().unwrap_or(0) as usize;
-    assert!(
-        (max + 1) * b <= gt.len(),
-        "sparse layer: a connection outside the gradient"
-    );
+    let last = other.len() - 1;
     let (po, pw, pg) = (other.as_ptr(), ws.as_ptr(), gt.as_ptr());
     let mut partial: Vec<__m256> = Vec::new();
     for i in first..first + n {
@@ -516,12 +551,7 @@ fn fused_backward_rows_avx2(
                 // `j0 + 64 <= b`, so each row read (and line prefetched) lies in `gt`; `xs`
                 // is 64 floats of `x`.
                 unsafe {
-                    let ahead = *po.add((s + PREFETCH_AHEAD).min(last)) as usize;
-                    let pf = pg.add(ahead * b + j0).cast::<i8>();
-                    for line in 0..FUSED_BLOCK / 16 {
-                        _mm_prefetch::<_MM_HINT_T0>(pf.add(64 * line));
-                    }
-                    let gs = pg.add(*po.add(s) as usize * b + j0);
+                    let gs = block_row(po, pg, (s, last), b, j0);
                     let wk = _mm256_broadcast_ss(&*pw.add(s));
                     // two chains for the partial dot product (half the FMA latency per
                     // connection)
@@ -2095,7 +2125,7 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "a connection outside the source")]
+    #[should_panic(expected = "a connection outside the rows it gathers from")]
     fn a_tampered_plan_is_refused_not_read_out_of_bounds() {
         // the plan's fields are public: the unchecked kernels check its indices first
         let c = case(128, 5, 6, 10, false, 1);

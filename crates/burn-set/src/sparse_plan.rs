@@ -24,7 +24,7 @@
 //!   Hashing the indices of a 10,000-neuron MLP took ~2 % of its step in a profile, on one core, which is
 //!   why the storage key exists.
 
-use crate::permutation::{self, Buckets};
+use crate::permutation::{self, BUCKETS_MIN_VALUES, Buckets};
 use std::sync::{Arc, Mutex, OnceLock};
 use xxhash_rust::xxh3::Xxh3;
 
@@ -217,6 +217,9 @@ pub struct Tiles {
     /// `perm`'s [`Buckets`] where they pay (a forward pass's tiles, whose order is unrelated
     /// to the storage's).
     buckets: Option<Buckets>,
+    /// Without buckets, `perm`'s inverse (the slot of every connection) for
+    /// [`restore`](Tiles::restore), when there are enough values for it to pay.
+    inverse: Option<Vec<u32>>,
 }
 
 impl Tiles {
@@ -234,6 +237,8 @@ impl Tiles {
         }
         let nnz = groups.other.len();
         let (mut other, mut perm) = (vec![0u32; nnz], vec![0u32; nnz]);
+        // written in storage order where the grouping is (a backward pass's)
+        let mut inverse = vec![0u32; nnz];
         let mut runs: Vec<(Vec<u32>, Vec<usize>)> = vec![(Vec::new(), Vec::new()); n_tiles];
         for g in 0..groups.groups() {
             // tile 0: a run for every group, empty until its slots come
@@ -244,7 +249,9 @@ impl Tiles {
                 let at = next[t];
                 next[t] += 1;
                 other[at] = groups.other[s];
-                perm[at] = groups.perm.as_ref().map_or(s as u32, |p| p[s]);
+                let k = groups.perm.as_ref().map_or(s as u32, |p| p[s]);
+                perm[at] = k;
+                inverse[k as usize] = at as u32;
                 let (gs, ends) = &mut runs[t];
                 if gs.last() == Some(&(g as u32)) {
                     *ends.last_mut().expect("a run") = at + 1;
@@ -261,13 +268,15 @@ impl Tiles {
             run_end.extend(ends);
             tile_runs.push(run_group.len());
         }
+        let buckets = Buckets::for_perm(&perm);
         Self {
             rows,
             tile_runs,
             run_group,
             run_end,
             other,
-            buckets: Buckets::for_perm(&perm),
+            inverse: (buckets.is_none() && nnz >= BUCKETS_MIN_VALUES).then_some(inverse),
+            buckets,
             perm,
         }
     }
@@ -277,14 +286,30 @@ impl Tiles {
         self.tile_runs.len() - 1
     }
 
-    /// `values` (storage order) in slot order.
+    /// `values` (storage order) in slot order. With the inverse permutation (a backward
+    /// pass's tiles) as a scatter: its reads are in order and its writes go to one run after
+    /// another of each tile, where a gather read every cache line of `values` once per tile.
     pub fn arrange<'v>(&self, values: &'v [f32]) -> std::borrow::Cow<'v, [f32]> {
-        arrange(Some(&self.perm), self.buckets.as_ref(), values)
+        match &self.inverse {
+            // SAFETY: `inverse` is the inverse of `perm`, a permutation of the slots (see
+            // `restore`), written by `Tiles::new` only.
+            Some(inverse) => {
+                std::borrow::Cow::Owned(unsafe { permutation::scatter(values, inverse) })
+            }
+            None => arrange(Some(&self.perm), self.buckets.as_ref(), values),
+        }
     }
 
-    /// Per-slot `v` back in storage order.
+    /// Per-slot `v` back in storage order. Without buckets (a backward pass's tiles, whose
+    /// order is the storage's cut into runs, one per row and tile) as a gather through the
+    /// inverse permutation: its writes are in order and its reads come from one run after
+    /// another of each tile, where a scatter wrote every cache line of the output once per tile.
     pub fn restore(&self, v: Vec<f32>) -> Vec<f32> {
-        restore(Some(&self.perm), self.buckets.as_ref(), v)
+        match &self.inverse {
+            // `out[k] = v[inverse[k]]`, i.e. `out[perm[s]] = v[s]`
+            Some(inverse) => permutation::gather(&v, inverse),
+            None => restore(Some(&self.perm), self.buckets.as_ref(), v),
+        }
     }
 }
 
@@ -616,20 +641,29 @@ mod tests {
                 }
             }
         }
-        let plan = ConnectionPlan::from_i64(&rows, &cols, n_in, n_out);
-        assert!(plan.nnz() >= crate::permutation::BUCKETS_MIN_VALUES);
-        let v: Vec<f32> = (0..plan.nnz()).map(|k| k as f32).collect();
-        // forward: tiles of inputs, slots by output: scattered, through buckets
-        let fwd = plan.by_output.tiled(n_in, 400);
-        assert!(fwd.buckets.is_some());
-        // backward: tiles of outputs, slots by input: in storage order within each tile
-        let bwd = plan.by_input.tiled(n_out, 400);
-        assert!(bwd.buckets.is_none());
-        for tiles in [fwd, bwd] {
-            let arranged = tiles.arrange(&v);
-            let direct: Vec<f32> = tiles.perm.iter().map(|&k| v[k as usize]).collect();
-            assert_eq!(&arranged[..], &direct[..]);
-            assert_eq!(tiles.restore(arranged.into_owned()), v);
+        for reversed in [false, true] {
+            // reversed: storage in no grouping's order (the backward's grouping has a perm)
+            if reversed {
+                rows.reverse();
+                cols.reverse();
+            }
+            let plan = ConnectionPlan::from_i64(&rows, &cols, n_in, n_out);
+            assert!(plan.nnz() >= crate::permutation::BUCKETS_MIN_VALUES);
+            let v: Vec<f32> = (0..plan.nnz()).map(|k| k as f32).collect();
+            // forward: tiles of inputs, slots by output: scattered, through buckets
+            let fwd = plan.by_output.tiled(n_in, 400);
+            assert!(fwd.buckets.is_some() && fwd.inverse.is_none());
+            // backward: tiles of outputs, slots by input: in storage order within each
+            // tile, restored through the inverse permutation
+            let bwd = plan.by_input.tiled(n_out, 400);
+            assert!(bwd.buckets.is_none() || reversed);
+            assert_eq!(bwd.inverse.is_some(), bwd.buckets.is_none());
+            for tiles in [fwd, bwd] {
+                let arranged = tiles.arrange(&v);
+                let direct: Vec<f32> = tiles.perm.iter().map(|&k| v[k as usize]).collect();
+                assert_eq!(&arranged[..], &direct[..]);
+                assert_eq!(tiles.restore(arranged.into_owned()), v);
+            }
         }
     }
 }

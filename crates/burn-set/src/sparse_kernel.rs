@@ -1533,7 +1533,12 @@ fn backward_t_in(
         gt.len(),
         plan.n_out
     );
-    if want_values && !want_input && plan.n_in < plan.n_out && batch.is_multiple_of(FUSED_BLOCK) {
+    if want_values
+        && !want_input
+        && plan.n_in < plan.n_out
+        && batch > 0
+        && batch.is_multiple_of(FUSED_BLOCK)
+    {
         #[cfg(target_arch = "x86_64")]
         if has_fma() {
             return (

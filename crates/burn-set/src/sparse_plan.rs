@@ -217,8 +217,9 @@ pub struct Tiles {
     /// `perm`'s [`Buckets`] where they pay (a forward pass's tiles, whose order is unrelated
     /// to the storage's).
     buckets: Option<Buckets>,
-    /// Without buckets, `perm`'s inverse (the slot of every connection) for
-    /// [`restore`](Tiles::restore), when there are enough values for it to pay.
+    /// `perm`'s inverse (the slot of every connection) for [`arrange`](Tiles::arrange) and
+    /// [`restore`](Tiles::restore), where the grouping is in storage order (a backward pass's
+    /// tiles of a layer stored by input) and there are enough values for it to pay.
     inverse: Option<Vec<u32>>,
 }
 
@@ -237,8 +238,9 @@ impl Tiles {
         }
         let nnz = groups.other.len();
         let (mut other, mut perm) = (vec![0u32; nnz], vec![0u32; nnz]);
-        // written in storage order where the grouping is (a backward pass's)
-        let mut inverse = vec![0u32; nnz];
+        // written in order, as the slots are visited in storage order
+        let mut inverse =
+            (groups.perm.is_none() && nnz >= BUCKETS_MIN_VALUES).then(|| vec![0u32; nnz]);
         let mut runs: Vec<(Vec<u32>, Vec<usize>)> = vec![(Vec::new(), Vec::new()); n_tiles];
         for g in 0..groups.groups() {
             // tile 0: a run for every group, empty until its slots come
@@ -249,9 +251,10 @@ impl Tiles {
                 let at = next[t];
                 next[t] += 1;
                 other[at] = groups.other[s];
-                let k = groups.perm.as_ref().map_or(s as u32, |p| p[s]);
-                perm[at] = k;
-                inverse[k as usize] = at as u32;
+                perm[at] = groups.perm.as_ref().map_or(s as u32, |p| p[s]);
+                if let Some(inverse) = inverse.as_mut() {
+                    inverse[s] = at as u32;
+                }
                 let (gs, ends) = &mut runs[t];
                 if gs.last() == Some(&(g as u32)) {
                     *ends.last_mut().expect("a run") = at + 1;
@@ -268,15 +271,18 @@ impl Tiles {
             run_end.extend(ends);
             tile_runs.push(run_group.len());
         }
-        let buckets = Buckets::for_perm(&perm);
         Self {
             rows,
             tile_runs,
             run_group,
             run_end,
             other,
-            inverse: (buckets.is_none() && nnz >= BUCKETS_MIN_VALUES).then_some(inverse),
-            buckets,
+            // the inverse's passes run in order where buckets would be built for nothing
+            buckets: inverse
+                .is_none()
+                .then(|| Buckets::for_perm(&perm))
+                .flatten(),
+            inverse,
             perm,
         }
     }
@@ -656,8 +662,8 @@ mod tests {
             // backward: tiles of outputs, slots by input: in storage order within each
             // tile, restored through the inverse permutation
             let bwd = plan.by_input.tiled(n_out, 400);
-            assert!(bwd.buckets.is_none() || reversed);
-            assert_eq!(bwd.inverse.is_some(), bwd.buckets.is_none());
+            assert!(bwd.buckets.is_none());
+            assert_eq!(bwd.inverse.is_some(), !reversed);
             for tiles in [fwd, bwd] {
                 let arranged = tiles.arrange(&v);
                 let direct: Vec<f32> = tiles.perm.iter().map(|&k| v[k as usize]).collect();

@@ -1200,10 +1200,12 @@ fn panel_gather_avx2<const W: usize>(
 
 /// The panel row of `slot`'s other neuron in `src` (`[n, W]`, `n > 0`, rows on cache-line
 /// boundaries), after prefetching the one [`PANEL_PREFETCH_AHEAD`] slots on (clamped to the
-/// last slot before `end`), its `W / 16` whole lines. The row index is clamped to the panel:
-/// in bounds for any plan, exact for one whose indices were checked (built by
-/// [`ConnectionPlan::new`]). (A slice with bounds checks and a prefetch loop over the lines
-/// cost half the kernel's instructions.)
+/// last slot before `end`), its `W / 16` whole lines. (A slice with bounds checks and a
+/// prefetch loop over the lines cost half the kernel's instructions.)
+///
+/// # Panics
+/// If the row is outside the panel (a plan whose public fields were changed after
+/// [`ConnectionPlan::new`] checked them), as the whole-row kernels do.
 #[inline(always)]
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 fn panel_row<const W: usize>(src: &[f32], other: &[u32], slot: usize, end: usize) -> *const f32 {
@@ -1218,7 +1220,13 @@ fn panel_row<const W: usize>(src: &[f32], other: &[u32], slot: usize, end: usize
             unsafe { _mm_prefetch::<_MM_HINT_T0>(line.wrapping_add(64 * k)) };
         }
     }
-    src[(other[slot] as usize).min(last_row) * W..][..W].as_ptr()
+    let row = other[slot] as usize;
+    assert!(
+        row <= last_row,
+        "sparse layer: a connection outside the rows it gathers from"
+    );
+    // SAFETY: `row <= last_row`, so the row's `W` floats lie in `src`.
+    unsafe { src.as_ptr().add(row * W) }
 }
 
 /// The `W` values of `src` into the first `W / 8` of `acc`.
@@ -2130,14 +2138,28 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "a connection outside the rows it gathers from")]
     fn a_tampered_plan_is_refused_not_read_out_of_bounds() {
-        // the plan's fields are public: the unchecked kernels check its indices first
+        // the plan's fields are public: the unchecked kernels check its indices first, on
+        // whole rows, on panels and on tiles
         let c = case(128, 5, 6, 10, false, 1);
         let mut plan = c.plan();
         plan.by_output.other[0] = 1_000_000;
         let xt = transpose(&c.x, c.b, c.n_in);
-        forward_t(&xt, c.b, &c.w, &plan);
+        for layout in [WHOLE, on_panels(32, TILE_ROWS), on_panels(32, 2)] {
+            let refused = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                forward_t_in(&xt, c.b, &c.w, &plan, layout)
+            }))
+            .expect_err("a tampered plan");
+            let message = refused
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| refused.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            assert!(
+                message.contains("a connection outside the rows it gathers from"),
+                "{message}"
+            );
+        }
     }
 
     /// The sampled product against the dense `xᵀ g` masked: mask widths around the 32-wide

@@ -231,6 +231,10 @@ impl Tiles {
         let tile = |s: usize| groups.other[s] as usize / rows;
         let mut next = vec![0usize; n_tiles + 1];
         for s in 0..groups.other.len() {
+            assert!(
+                (groups.other[s] as usize) < n_other,
+                "sparse layer: a connection outside the rows it gathers from"
+            );
             next[tile(s) + 1] += 1;
         }
         for t in 0..n_tiles {

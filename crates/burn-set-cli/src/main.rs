@@ -174,7 +174,8 @@ enum BenchCmd {
         #[arg(long)]
         json: bool,
     },
-    /// One epoch time and peak memory of a 784-N-N-N-10 SET-MLP.
+    /// One epoch time and peak memory of a 784-N-N-N-10 SET-MLP (timed after a warm-up of one
+    /// step and an evolution, reported as `warmup_seconds`).
     Scale {
         /// Neurons per hidden layer.
         #[arg(long, default_value_t = 1000, allow_negative_numbers = true)]

@@ -1069,6 +1069,15 @@ impl Runs<'_> {
     fn end(&self) -> usize {
         self.ends.last().copied().unwrap_or(self.start)
     }
+
+    /// How many slots ahead the kernels prefetch the gathered rows.
+    fn prefetch_ahead(&self) -> usize {
+        if self.groups.is_some() {
+            TILED_PREFETCH_AHEAD
+        } else {
+            PANEL_PREFETCH_AHEAD
+        }
+    }
 }
 
 /// The slot order of a product on panels: its grouping's, or [`Tiles`] of the gathered rows
@@ -1159,6 +1168,14 @@ impl<'a> Order<'a> {
 /// ahead; 4, 16 and 24 were no faster at 30,000 neurons).
 const PANEL_PREFETCH_AHEAD: usize = 8;
 
+/// [`PANEL_PREFETCH_AHEAD`] for a product in [`Tiles`], whose gathered rows come from a
+/// tile in the L3 cache, further away than the rows of a whole panel that fits it.
+/// `kernel_bench` (medians of 10–15 runs, the distances interleaved in one process), forward
+/// / backward / ∂w-only in ms: at N = 333,334, 8 ahead 282 / 536 / 464, 16 ahead 265 / 491 /
+/// 417 (24 and 32 level with 16, 48 slower); at N = 100,000, 8 ahead 62.6 / 100 / 127, 16
+/// ahead 61.6 / 92.0 / 115.
+const TILED_PREFETCH_AHEAD: usize = 16;
+
 /// [`gather_axpy`] for batch columns `col..col + W` only, from `src`, that panel of the
 /// source (`[n_src, W]`): `out[g, col..col + W] (+)= Σ_{s ∈ g} w[s] · src[other[s]]` for the
 /// groups `g` of `runs` (`out` holds the task's whole rows of `b`; a run adds to its row when
@@ -1177,7 +1194,7 @@ fn panel_gather_avx2<const W: usize>(
 ) {
     use core::arch::x86_64::*;
     const { assert!(W.is_multiple_of(8) && W <= 32) };
-    let end = runs.end();
+    let ahead = (runs.prefetch_ahead(), runs.end());
     for r in 0..runs.len() {
         let dst = &mut out[runs.row(r) * b + col..][..W];
         let mut acc = [_mm256_setzero_ps(); 4];
@@ -1186,7 +1203,7 @@ fn panel_gather_avx2<const W: usize>(
             unsafe { load_panel_row::<W>(&mut acc, dst) };
         }
         for slot in runs.slots(r) {
-            let xs = panel_row::<W>(src, other, slot, end);
+            let xs = panel_row::<W>(src, other, slot, ahead);
             let wk = _mm256_set1_ps(w[slot]);
             for (q, acc) in acc.iter_mut().enumerate().take(W / 8) {
                 // SAFETY: `xs` holds W floats; `8q + 8 <= W`.
@@ -1199,8 +1216,8 @@ fn panel_gather_avx2<const W: usize>(
 }
 
 /// The panel row of `slot`'s other neuron in `src` (`[n, W]`, `n > 0`, rows on cache-line
-/// boundaries), after prefetching the one [`PANEL_PREFETCH_AHEAD`] slots on (clamped to the
-/// last slot before `end`), its `W / 16` whole lines. (A slice with bounds checks and a
+/// boundaries), after prefetching the one `ahead` slots on (clamped to the last slot before
+/// `end`), its `W / 16` whole lines. (A slice with bounds checks and a
 /// prefetch loop over the lines cost half the kernel's instructions.)
 ///
 /// # Panics
@@ -1208,12 +1225,17 @@ fn panel_gather_avx2<const W: usize>(
 /// [`ConnectionPlan::new`] checked them), as the whole-row kernels do.
 #[inline(always)]
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-fn panel_row<const W: usize>(src: &[f32], other: &[u32], slot: usize, end: usize) -> *const f32 {
+fn panel_row<const W: usize>(
+    src: &[f32],
+    other: &[u32],
+    slot: usize,
+    (ahead, end): (usize, usize),
+) -> *const f32 {
     let last_row = src.len() / W - 1;
     #[cfg(target_arch = "x86_64")]
     {
         use core::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        let ahead = (other[(slot + PANEL_PREFETCH_AHEAD).min(end - 1)] as usize).min(last_row);
+        let ahead = (other[(slot + ahead).min(end - 1)] as usize).min(last_row);
         let line = src[ahead * W..].as_ptr().cast::<i8>();
         for k in 0..W / 16 {
             // SAFETY: prefetching cannot fault; the lines are those of row `ahead`.
@@ -1286,6 +1308,7 @@ fn panel_backward_avx2<const W: usize>(
     let src = panels.panel(p);
     let col = p * W;
     let (slot0, end) = (runs.start, runs.end());
+    let ahead = (runs.prefetch_ahead(), end);
     // the partial ∂w of the last `count` slots (consecutive, across runs), summed 8 at a time
     let mut pending = [_mm256_setzero_ps(); 8];
     let mut count = 0;
@@ -1303,7 +1326,7 @@ fn panel_backward_avx2<const W: usize>(
             unsafe { load_panel_row::<W>(&mut acc, &gx[runs.row(r) * b + col..][..W]) };
         }
         for slot in runs.slots(r) {
-            let gs = panel_row::<W>(src, other, slot, end);
+            let gs = panel_row::<W>(src, other, slot, ahead);
             let wk = _mm256_set1_ps(w[slot]);
             // two chains for the partial dot product (half the FMA latency per connection)
             let mut d = [_mm256_setzero_ps(); 2];

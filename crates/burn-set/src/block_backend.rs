@@ -13,7 +13,7 @@
 
 #![allow(deprecated)] // burn-ndarray is deprecated upstream but still one of our CPU backends
 
-use crate::dropout::bernoulli_mask;
+use crate::dropout::HostMask;
 use crate::sparse_backend::{HostFloats, connection_plan, dims2, floats, write_feature_major};
 use crate::sparse_kernel::{self, rows_per_task};
 use crate::sparse_plan::ConnectionPlan;
@@ -57,7 +57,7 @@ pub trait SparseBlockBackend: Backend {
 }
 
 /// Dropout of a block: the Bernoulli mask's seed and keep probability (see
-/// [`bernoulli_mask`]).
+/// [`bernoulli_mask`](crate::dropout::bernoulli_mask)).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BlockDropout {
     /// Seed of the mask.
@@ -73,7 +73,7 @@ pub struct BlockHost {
     /// Pre-activation `(x · W + b)ᵀ`, `[d_output, batch]`.
     pub zt: Vec<f32>,
     /// Dropout mask `[d_output, batch]` (values `0` or `1 / keep`), if any.
-    pub mask: Option<Vec<f32>>,
+    pub mask: Option<HostMask>,
     /// Output `(dropout(SReLU(z)))ᵀ`, `[d_output, batch]`.
     pub yt: Vec<f32>,
 }
@@ -92,7 +92,7 @@ struct ForwardRows<'a> {
     batch: usize,
     bias: &'a [f32],
     params: &'a [Vec<f32>; 4],
-    mask: Option<&'a [f32]>,
+    mask: Option<&'a HostMask>,
 }
 
 /// `z += b`, `y = SReLU(z) · mask` for the rows of one task (`yc`, `zc`: whole rows).
@@ -105,6 +105,8 @@ fn forward_rows(yc: &mut [MaybeUninit<f32>], zc: &mut [f32], at: ForwardRows<'_>
         params,
         mask,
     } = at;
+    // a row of the mask as values (where it is bits)
+    let mut mr = vec![0f32; if mask.is_some() { batch } else { 0 }];
     for (i, (yr, zr)) in yc
         .chunks_exact_mut(batch)
         .zip(zc.chunks_exact_mut(batch))
@@ -121,7 +123,7 @@ fn forward_rows(yc: &mut [MaybeUninit<f32>], zc: &mut [f32], at: ForwardRows<'_>
         };
         match mask {
             Some(m) => {
-                let mr = &m[o * batch..(o + 1) * batch];
+                let mr = m.window(o * batch, &mut mr);
                 for ((y, z), m) in yr.iter_mut().zip(zr.iter_mut()).zip(mr) {
                     y.write(value(z) * m);
                 }
@@ -155,7 +157,7 @@ pub fn block_forward_host(
     dropout: Option<BlockDropout>,
 ) -> BlockHost {
     let d_output = bias.len();
-    let mask = dropout.map(|d| bernoulli_mask(d_output * batch, d.keep, d.seed));
+    let mask = dropout.map(|d| HostMask::new(d_output * batch, d.keep, d.seed));
     let fma = sparse_kernel::has_fma();
     // bias, SReLU and dropout on each task's rows right after the product
     let (zt, yt) = sparse_kernel::forward_t_then(xt, batch, values, plan, |first, zc, yc| {
@@ -164,7 +166,7 @@ pub fn block_forward_host(
             batch,
             bias,
             params,
-            mask: mask.as_deref(),
+            mask: mask.as_ref(),
         };
         #[cfg(target_arch = "x86_64")]
         if fma {
@@ -197,7 +199,7 @@ struct BackwardRows<'a> {
     first: usize,
     batch: usize,
     params: &'a [Vec<f32>; 4],
-    mask: Option<&'a [f32]>,
+    mask: Option<&'a HostMask>,
 }
 
 /// For the rows of one task: `g` (∂L/∂y) becomes ∂L/∂z in place (through the dropout mask and
@@ -210,11 +212,13 @@ fn srelu_backward_rows(gc: &mut [f32], zc: &[f32], sums: &mut [[f32; 5]], at: Ba
         params,
         mask,
     } = at;
+    // a row of the mask as values (where it is bits)
+    let mut mr = vec![0f32; if mask.is_some() { batch } else { 0 }];
     let rows = gc.chunks_exact_mut(batch).zip(zc.chunks_exact(batch));
     for (i, ((gr, zr), s)) in rows.zip(sums.iter_mut()).enumerate() {
         let o = first + i;
         if let Some(m) = mask {
-            let mr = &m[o * batch..(o + 1) * batch];
+            let mr = m.window(o * batch, &mut mr);
             gr.iter_mut().zip(mr).for_each(|(g, m)| *g *= m);
         }
         let (tl, al, tr, ar, sign) = srelu_at(params, o);
@@ -283,7 +287,7 @@ pub fn block_backward_host(
                     first: t * per,
                     batch,
                     params,
-                    mask: h.mask.as_deref(),
+                    mask: h.mask.as_ref(),
                 };
                 #[cfg(target_arch = "x86_64")]
                 if fma {
@@ -523,7 +527,7 @@ mod tests {
         let dropout = Some(BlockDropout { seed: 3, keep: 0.7 });
         let h = block_forward_host(&[], 0, &[0.5, -1.0], &plan, &[0.1, 0.2], &params, dropout);
         assert!(h.zt.is_empty() && h.yt.is_empty());
-        assert_eq!(h.mask.as_deref(), Some(&[][..]));
+        assert!(h.mask.as_ref().is_some_and(|m| m.is_empty()));
         // and a batch of one against the formula: z = x·W + b, SReLU identity in [0, 1]
         let h = block_forward_host(
             &[0.4, 9.0, 0.2],

@@ -291,9 +291,10 @@ pub struct ScaleBench {
     pub epoch_seconds: f64,
     /// Seconds of the untimed warm-up before the epoch: one step and one evolution, what a
     /// training's first epoch pays once more than the later ones (the process's first touch
-    /// of its memory: ~10 s of the ~13 s at 333,334 neurons on this VM, whose kernel faults
-    /// fresh memory in at 0.4–0.9 GB/s). The epoch after it still builds its kernel plans
-    /// afresh, for the evolved topology.
+    /// of its memory: at 333,334 neurons the first step took 11.2 s against ~2 s for the later
+    /// ones, of a 14–15 s warm-up, on this VM, whose kernel faults fresh memory in at 0.4–0.9
+    /// GB/s). The epoch after it still builds its kernel plans afresh, for the evolved
+    /// topology.
     pub warmup_seconds: f64,
     /// Seconds of the evolution at the end of the epoch.
     pub evolution_seconds: f64,

@@ -91,7 +91,8 @@ pub struct Grouping {
 }
 
 impl Grouping {
-    /// Stable counting sort of the connections by `keys` (each `< n`).
+    /// The connections stably sorted by `keys` (each `< n`; [`radix_order`], unless they are
+    /// sorted already).
     fn by(keys: Indices<'_>, n: usize, other: Indices<'_>) -> Self {
         let nnz = keys.len();
         let sorted = (1..nnz).all(|k| keys.get(k - 1) <= keys.get(k));

@@ -105,8 +105,8 @@ fn forward_rows(yc: &mut [MaybeUninit<f32>], zc: &mut [f32], at: ForwardRows<'_>
         params,
         mask,
     } = at;
-    // a row of the mask as values (where it is bits)
-    let mut mr = vec![0f32; if mask.is_some() { batch } else { 0 }];
+    // a row of the mask as values, where it is bits
+    let mut mr = Vec::new();
     for (i, (yr, zr)) in yc
         .chunks_exact_mut(batch)
         .zip(zc.chunks_exact_mut(batch))
@@ -123,7 +123,7 @@ fn forward_rows(yc: &mut [MaybeUninit<f32>], zc: &mut [f32], at: ForwardRows<'_>
         };
         match mask {
             Some(m) => {
-                let mr = m.window(o * batch, &mut mr);
+                let mr = m.window(o * batch, batch, &mut mr);
                 for ((y, z), m) in yr.iter_mut().zip(zr.iter_mut()).zip(mr) {
                     y.write(value(z) * m);
                 }
@@ -212,13 +212,13 @@ fn srelu_backward_rows(gc: &mut [f32], zc: &[f32], sums: &mut [[f32; 5]], at: Ba
         params,
         mask,
     } = at;
-    // a row of the mask as values (where it is bits)
-    let mut mr = vec![0f32; if mask.is_some() { batch } else { 0 }];
+    // a row of the mask as values, where it is bits
+    let mut mr = Vec::new();
     let rows = gc.chunks_exact_mut(batch).zip(zc.chunks_exact(batch));
     for (i, ((gr, zr), s)) in rows.zip(sums.iter_mut()).enumerate() {
         let o = first + i;
         if let Some(m) = mask {
-            let mr = m.window(o * batch, &mut mr);
+            let mr = m.window(o * batch, batch, &mut mr);
             gr.iter_mut().zip(mr).for_each(|(g, m)| *g *= m);
         }
         let (tl, al, tr, ar, sign) = srelu_at(params, o);

@@ -97,15 +97,18 @@ impl HostMask {
         self.len() == 0
     }
 
-    /// Values `start..start + buf.len()`: borrowed from the floats, or written into `buf`
-    /// from the bits.
+    /// Values `start..start + len`: borrowed from the floats, or written into `buf` (grown to
+    /// `len` where it is shorter) from the bits.
     #[inline]
-    pub fn window<'a>(&'a self, start: usize, buf: &'a mut [f32]) -> &'a [f32] {
+    pub fn window<'a>(&'a self, start: usize, len: usize, buf: &'a mut Vec<f32>) -> &'a [f32] {
         match self {
-            Self::Values(v) => &v[start..start + buf.len()],
+            Self::Values(v) => &v[start..start + len],
             Self::Bits(b) => {
-                b.values_into(start, buf);
-                buf
+                if buf.len() < len {
+                    buf.resize(len, 0.0);
+                }
+                b.values_into(start, &mut buf[..len]);
+                &buf[..len]
             }
         }
     }
@@ -307,8 +310,8 @@ mod tests {
             assert_eq!(m.len(), n);
             let want = bernoulli_mask(n, 0.7, 9);
             assert_eq!(m.values(), want);
-            let mut buf = [f32::NAN; 128];
-            assert_eq!(m.window(n - 128, &mut buf), &want[n - 128..]);
+            let mut buf = Vec::new();
+            assert_eq!(m.window(n - 128, 128, &mut buf), &want[n - 128..]);
         }
     }
 
